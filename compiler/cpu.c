@@ -37,21 +37,28 @@ static LLVMValueRef load_var(lw *L, int pos, int cat, int c, int u) {
   return kg_load(K, L->T, kg_gep(K, L->T, K->arg[pos], at), kg_tsize(K));
 }
 
+/* Wider copies than this loop over their columns: unrolled, they make basic blocks whose
+ * instruction scheduling costs grow quadratically (a 1000-column output took 45 s). */
+#define COPY_UNROLL 32
+
 /* Copies the block's rows [ib, ib + n) of every row variable into its SoA buffer. */
 static void gather_rows(kb *K, LLVMValueRef ib, LLVMValueRef n) {
-  kg_loop lp;
+  kg_loop lp, lc;
   LLVMValueRef r = kg_loop_begin(K, &lp, kg_i64(K, 0), kg_i64(K, K->WU));
   LLVMValueRef last = LLVMBuildSub(B, n, kg_i64(K, 1), "");
   LLVMValueRef row = LLVMBuildAdd(B, ib, kg_smin(K, r, last), "");
   for (int pos = 0; pos < K->p->args.n; pos++) {
     if (!K->rowbuf[pos]) continue;
-    int dim = K->p->args.dim[pos];
+    int dim = K->p->args.dim[pos], unroll = dim <= COPY_UNROLL;
     LLVMValueRef src = kg_gep(K, K->L.T, K->arg[pos], LLVMBuildMul(B, row, kg_i64(K, dim), ""));
-    for (int c = 0; c < dim; c++) {
-      LLVMValueRef v = kg_load(K, K->L.T, kg_gep(K, K->L.T, src, kg_i64(K, c)), kg_tsize(K));
-      LLVMValueRef at = LLVMBuildAdd(B, r, kg_i64(K, (int64_t)c * K->WU), "");
+    LLVMValueRef cl = unroll ? NULL : kg_loop_begin(K, &lc, kg_i64(K, 0), kg_i64(K, dim));
+    for (int c = 0; c < (unroll ? dim : 1); c++) {
+      LLVMValueRef cc = unroll ? kg_i64(K, c) : cl;
+      LLVMValueRef v = kg_load(K, K->L.T, kg_gep(K, K->L.T, src, cc), kg_tsize(K));
+      LLVMValueRef at = LLVMBuildAdd(B, r, LLVMBuildMul(B, cc, kg_i64(K, K->WU), ""), "");
       kg_store(K, v, kg_gep(K, K->L.T, K->rowbuf[pos], at), kg_tsize(K));
     }
+    if (!unroll) kg_loop_end(K, &lc, kg_i64(K, 1));
   }
   kg_loop_end(K, &lp, kg_i64(K, 1));
 }
@@ -59,22 +66,59 @@ static void gather_rows(kb *K, LLVMValueRef ib, LLVMValueRef n) {
 /* Writes rows [0, n) of an SoA buffer (width columns of type t) to dst rows ib0 + r. */
 static void scatter_rows(kb *K, LLVMValueRef soa, LLVMTypeRef t, unsigned align, int width,
                          LLVMValueRef dst, LLVMValueRef row0, LLVMValueRef n) {
-  kg_loop lp;
+  kg_loop lp, lc;
+  int unroll = width <= COPY_UNROLL;
   LLVMValueRef r = kg_loop_begin(K, &lp, kg_i64(K, 0), n);
   LLVMValueRef out = kg_gep(K, t, dst, LLVMBuildMul(B, LLVMBuildAdd(B, row0, r, ""), kg_i64(K, width), ""));
-  for (int c = 0; c < width; c++) {
-    LLVMValueRef v = kg_load(K, t, kg_gep(K, t, soa, LLVMBuildAdd(B, r, kg_i64(K, (int64_t)c * K->WU), "")), align);
-    kg_store(K, v, kg_gep(K, t, out, kg_i64(K, c)), align);
+  LLVMValueRef cl = unroll ? NULL : kg_loop_begin(K, &lc, kg_i64(K, 0), kg_i64(K, width));
+  for (int c = 0; c < (unroll ? width : 1); c++) {
+    LLVMValueRef cc = unroll ? kg_i64(K, c) : cl;
+    LLVMValueRef at = LLVMBuildAdd(B, r, LLVMBuildMul(B, cc, kg_i64(K, K->WU), ""), "");
+    kg_store(K, kg_load(K, t, kg_gep(K, t, soa, at), align), kg_gep(K, t, out, cc), align);
   }
+  if (!unroll) kg_loop_end(K, &lc, kg_i64(K, 1));
   kg_loop_end(K, &lp, kg_i64(K, 1));
 }
 
 /* Finalize writes row block u's column c into the SoA buffer of its kind. */
-static void soa_put(kb *K, const kg_sink *o, int kind, int c, int u, LLVMValueRef v) {
+static void soa_put(kb *K, const kg_sink *o, int kind, LLVMValueRef c, int u, LLVMValueRef lane,
+                    LLVMValueRef v) {
   LLVMTypeRef et = kind == KG_IDX ? K->i64 : o->partial ? LLVMDoubleTypeInContext(K->L.C) : K->L.T;
-  LLVMValueRef at = kg_i64(K, (int64_t)c * K->WU + (int64_t)u * K->W);
+  LLVMValueRef at = LLVMBuildAdd(B, LLVMBuildMul(B, c, kg_i64(K, K->WU), ""), kg_i64(K, (int64_t)u * K->W), "");
+  if (lane) at = LLVMBuildAdd(B, at, lane, "");
   kg_store(K, v, kg_gep(K, et, kind == KG_IDX ? o->idx : o->val, at),
            LLVMGetTypeKind(et) == LLVMFloatTypeKind ? 4 : 8);
+}
+
+/* ---- scratch memory ------------------------------------------------------------------------ */
+
+enum { SC_HV, SC_HI, SC_FVAL, SC_FIDX, SC_PART, SC_N }; /* heaps, finalize and partial buffers */
+
+/* The scratch areas of the kernel (combine = 0) or its combine step, 64-byte aligned. */
+static size_t scratch_layout(const fe_program *p, const cpu_target *t, int combine, size_t off[SC_N]) {
+  memset(off, 0, sizeof(size_t) * SC_N);
+  if (!kg_kheap(p)) return 0;
+  int f64 = p->dtype == KEOPS_FLOAT64, w = combine ? 1 : f64 ? t->w64 : t->w32, u = combine ? 1 : t->u;
+  size_t ts = f64 ? 8 : 4, e = (size_t)kg_kheap_entries(p, w, u), rows = (size_t)w * (size_t)u;
+  size_t width = combine ? 0 : (size_t)p->out_dim[0];
+  size_t nstate = combine ? 0 : 2 * (size_t)p->k * (size_t)p->fdim; /* red.c's K-min state */
+  size_t sz[SC_N] = {e * ts, e * 8, width * rows * ts, width * rows * 8, nstate * rows * 8};
+  size_t at = 0;
+  for (int a = 0; a < SC_N; a++) {
+    off[a] = at;
+    at += (sz[a] + 63) & ~(size_t)63;
+  }
+  return at;
+}
+
+size_t cpu_scratch_bytes(const fe_program *p, const cpu_target *t, int combine) {
+  size_t off[SC_N];
+  return scratch_layout(p, t, combine, off);
+}
+
+static LLVMValueRef scratch_at(kb *K, LLVMValueRef scratch, size_t off) {
+  LLVMTypeRef i8 = LLVMInt8TypeInContext(K->L.C);
+  return kg_gep(K, i8, scratch, kg_i64(K, (int64_t)off));
 }
 
 /* ---- the kernel -------------------------------------------------------------------------- */
@@ -110,10 +154,10 @@ static void j_loops(kb *K, LLVMValueRef j0, LLVMValueRef j1) {
 }
 
 
-static void build_body(kb *K, LLVMValueRef *params) {
+static void build_body(kb *K, LLVMValueRef *params, const cpu_target *t) {
   const fe_program *p = K->p;
   LLVMValueRef i0 = params[0], i1 = params[1], j0 = params[2], j1 = params[3];
-  LLVMValueRef args = params[4], outs = params[5], partial = params[6];
+  LLVMValueRef args = params[4], outs = params[5], partial = params[6], scratch = params[7];
   red_spec spec;
   if (red_spec_init(&spec, p->red, p->fdim, p->k, p->scheme, 1, K->L.err)) return;
   for (int pos = 0; pos < p->args.n; pos++)
@@ -127,12 +171,19 @@ static void build_body(kb *K, LLVMValueRef *params) {
   }
   kg_state_alloc(K);
   int nstate = (int)spec.state, width = p->out_dim[0];
-  kg_sink fin = {.put = soa_put,
-                 .val = kg_alloca(K, K->L.T, (int64_t)width * K->WU),
-                 .idx = kg_alloca(K, K->i64, (int64_t)width * K->WU)};
-  kg_sink part = {.put = soa_put,
-                  .val = kg_alloca(K, LLVMDoubleTypeInContext(K->L.C), (int64_t)nstate * K->WU),
-                  .partial = 1};
+  kg_sink fin = {.put = soa_put}, part = {.put = soa_put, .partial = 1};
+  size_t off[SC_N];
+  if (scratch_layout(p, t, 0, off)) { /* K-min heaps: sizes grow with K, off the stack */
+    K->hv = scratch_at(K, scratch, off[SC_HV]);
+    K->hi = scratch_at(K, scratch, off[SC_HI]);
+    fin.val = scratch_at(K, scratch, off[SC_FVAL]);
+    fin.idx = scratch_at(K, scratch, off[SC_FIDX]);
+    part.val = scratch_at(K, scratch, off[SC_PART]);
+  } else {
+    fin.val = kg_alloca(K, K->L.T, (int64_t)width * K->WU);
+    fin.idx = kg_alloca(K, K->i64, (int64_t)width * K->WU);
+    part.val = kg_alloca(K, LLVMDoubleTypeInContext(K->L.C), (int64_t)nstate * K->WU);
+  }
   lw_level_prepare(&K->L, LV_P, 0);
 
   kg_loop li;
@@ -169,19 +220,20 @@ static void build_body(kb *K, LLVMValueRef *params) {
 }
 
 /* Combine writes column c of output `kind` in row s->row. */
-static void row_put(kb *K, const kg_sink *s, int kind, int c, int u, LLVMValueRef v) {
+static void row_put(kb *K, const kg_sink *s, int kind, LLVMValueRef c, int u, LLVMValueRef lane,
+                    LLVMValueRef v) {
   const fe_program *p = K->p;
   int o = kind == KG_IDX && (p->red->outputs & RO_VAL) ? 1 : 0;
   LLVMTypeRef et = kind == KG_IDX ? K->i64 : K->L.T;
-  LLVMValueRef at = LLVMBuildAdd(B, LLVMBuildMul(B, s->row, kg_i64(K, p->out_dim[o]), ""), kg_i64(K, c), "");
-  (void)u;
+  LLVMValueRef at = LLVMBuildAdd(B, LLVMBuildMul(B, s->row, kg_i64(K, p->out_dim[o]), ""), c, "");
+  (void)u, (void)lane; /* one row, one lane */
   kg_store(K, v, kg_gep(K, et, s->out[o], at), kind == KG_IDX ? 8 : kg_tsize(K));
 }
 
 /* fname_combine (cpu.h), one row at a time (W = 1): the code that merges the GPU's j-split
  * states, also run here so that it is tested on every machine. */
-static void build_combine(const fe_program *p, LLVMModuleRef m, LLVMBuilderRef bld, const char *fname,
-                          int state, kerr *e) {
+static void build_combine(const fe_program *p, const cpu_target *t, LLVMModuleRef m, LLVMBuilderRef bld,
+                          const char *fname, int state, kerr *e) {
   kb K;
   memset(&K, 0, sizeof K);
   K.p = p;
@@ -192,24 +244,29 @@ static void build_combine(const fe_program *p, LLVMModuleRef m, LLVMBuilderRef b
   kg_types(&K, 1, 1, 1);
   K.D = dag_get(p->d, p->f)->dim;
   K.E = p->red->family == RF_LSE ? K.D - 1 : 0;
-  LLVMTypeRef ps[6] = {K.i64, K.i64, K.i64, K.i64, K.ptr, K.ptr};
+  LLVMTypeRef ps[7] = {K.i64, K.i64, K.i64, K.i64, K.ptr, K.ptr, K.ptr};
   char name[128];
   snprintf(name, sizeof name, "%s_combine", fname);
-  K.fn = LLVMAddFunction(m, name, LLVMFunctionType(LLVMVoidTypeInContext(K.L.C), ps, 6, 0));
-  LLVMValueRef prm[6];
+  K.fn = LLVMAddFunction(m, name, LLVMFunctionType(LLVMVoidTypeInContext(K.L.C), ps, 7, 0));
+  LLVMValueRef prm[7];
   LLVMGetParams(K.fn, prm);
   LLVMPositionBuilderAtEnd(bld, LLVMAppendBasicBlockInContext(K.L.C, K.fn, "entry"));
   kg_sink out = {.put = row_put};
   for (int o = 0; o < p->nout; o++)
     out.out[o] = kg_load(&K, K.ptr, kg_gep(&K, K.ptr, prm[5], kg_i64(&K, o)), 8);
   kg_state_alloc(&K);
+  size_t off[SC_N];
+  if (scratch_layout(p, t, 1, off)) {
+    K.hv = scratch_at(&K, prm[6], off[SC_HV]);
+    K.hi = scratch_at(&K, prm[6], off[SC_HI]);
+  }
   LLVMTypeRef dt = LLVMDoubleTypeInContext(K.L.C);
   LLVMValueRef st = kg_i64(&K, state), nrows = prm[2];
   kg_loop lr, lt;
   out.row = kg_loop_begin(&K, &lr, prm[0], prm[1]);
   kg_state_load(&K, 0, kg_gep(&K, dt, prm[4], LLVMBuildMul(bld, out.row, st, "")));
-  LLVMValueRef t = kg_loop_begin(&K, &lt, kg_i64(&K, 1), prm[3]);
-  LLVMValueRef at = LLVMBuildMul(bld, LLVMBuildAdd(bld, LLVMBuildMul(bld, t, nrows, ""), out.row, ""), st, "");
+  LLVMValueRef split = kg_loop_begin(&K, &lt, kg_i64(&K, 1), prm[3]);
+  LLVMValueRef at = LLVMBuildMul(bld, LLVMBuildAdd(bld, LLVMBuildMul(bld, split, nrows, ""), out.row, ""), st, "");
   kg_state_merge(&K, 0, kg_gep(&K, dt, prm[4], at));
   kg_loop_end(&K, &lt, kg_i64(&K, 1));
   kg_finalize(&K, 0, &out);
@@ -244,16 +301,16 @@ LLVMModuleRef cpu_build(LLVMContextRef C, const fe_program *p, const cpu_target 
                       LLVMValueAsMetadata(LLVMConstInt(K.i32, 1, 0)));
   }
   LLVMTypeRef i64 = K.i64, ptr = K.ptr;
-  LLVMTypeRef ps[7] = {i64, i64, i64, i64, ptr, ptr, ptr};
-  K.fn = LLVMAddFunction(K.L.M, fname, LLVMFunctionType(LLVMVoidTypeInContext(C), ps, 7, 0));
+  LLVMTypeRef ps[8] = {i64, i64, i64, i64, ptr, ptr, ptr, ptr};
+  K.fn = LLVMAddFunction(K.L.M, fname, LLVMFunctionType(LLVMVoidTypeInContext(C), ps, 8, 0));
   LLVMPositionBuilderAtEnd(K.L.bld, LLVMAppendBasicBlockInContext(C, K.fn, "entry"));
-  LLVMValueRef params[7];
+  LLVMValueRef params[8];
   LLVMGetParams(K.fn, params);
-  build_body(&K, params);
+  build_body(&K, params, t);
   LLVMModuleRef m = K.L.M;
   red_spec spec;
   if (e->status == KEOPS_OK && !red_spec_init(&spec, p->red, p->fdim, p->k, p->scheme, 1, e))
-    build_combine(p, m, K.L.bld, fname, (int)spec.state, e);
+    build_combine(p, t, m, K.L.bld, fname, (int)spec.state, e);
   kg_target_attrs(m, t->cpu, t->features, NULL, NULL);
   LLVMDisposeBuilder(K.L.bld);
   lw_free(&K.L);

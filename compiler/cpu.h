@@ -1,30 +1,36 @@
-/* CPU code generation: the kernel loop nest (cpu.c) and the target machine, optimisation
- * pipeline and object/assembly emission (target.c). */
+/* CPU code generation: the kernel loop nest (cpu.c) and the target choice, target machine
+ * and pipeline (target.c). */
 #ifndef KEOPS_CPU_H
 #define KEOPS_CPU_H
 
 #include <llvm-c/Core.h>
 #include <llvm-c/TargetMachine.h>
 
+#include "emit.h"
 #include "front.h"
 
 /* The kernel ABI, on every CPU target. Reduces output rows [i0, i1) over reduced indices
  * [j0, j1) (rows and indices in the program's orientation: rows are i for axis 1, j for
  * axis 0). args: the user's arrays by position. With partial == NULL the finalized rows are
  * written into outs; otherwise each row's state, in red.c's double layout (red_spec.state
- * doubles a row), is written to partial + (i - i0) * state, to be combined by the caller. */
+ * doubles a row), is written to partial + (i - i0) * state, to be combined by the caller.
+ * scratch: cpu_scratch_bytes(p, t, 0) bytes (64-byte aligned) of the caller's, one area per
+ * concurrent call; NULL when that is 0. */
+#define CPU_ABI 2 /* in the cache key: objects of an older calling convention are not linked */
 typedef void (*cpu_kernel_fn)(int64_t i0, int64_t i1, int64_t j0, int64_t j1,
-                              const void *const *args, void *const *outs, double *partial);
+                              const void *const *args, void *const *outs, double *partial,
+                              void *scratch);
 
 /* The j-split's second step, the CPU twin of the GPU's keops_combine: for rows [r0, r1),
  * merges the row's nsplit partial states (partial + (t * nrows + row) * state, t in order)
- * and writes its outputs. */
+ * and writes its outputs. scratch: cpu_scratch_bytes(p, t, 1) bytes, as for the kernel. */
 typedef void (*cpu_combine_fn)(int64_t r0, int64_t r1, int64_t nrows, int64_t nsplit,
-                               const double *partial, void *const *outs);
+                               const double *partial, void *const *outs, void *scratch);
 
 typedef struct cpu_code {
   cpu_kernel_fn kernel;   /* symbol NAME */
   cpu_combine_fn combine; /* symbol NAME_combine */
+  size_t scratch, combine_scratch; /* cpu_scratch_bytes of each */
 } cpu_code;
 
 typedef struct cpu_target {
@@ -45,17 +51,17 @@ int cpu_target_pick(cpu_target *t, const char *name, kerr *e);
 LLVMModuleRef cpu_build(LLVMContextRef C, const fe_program *p, const cpu_target *t,
                         const char *fname, kerr *e);
 
+/* Memory the kernel (combine = 0) or its combine step (1) needs beyond its stack: K-min
+ * heaps and, with them, the row block's output buffers, whose size grows with K. 0 for
+ * every other program. */
+size_t cpu_scratch_bytes(const fe_program *p, const cpu_target *t, int combine);
+
 /* A target machine for t (caller disposes with LLVMDisposeTargetMachine), NULL with e set. */
 LLVMTargetMachineRef cpu_target_machine(const cpu_target *t, kerr *e);
-/* Runs the CPU kernels' optimisation pipeline on m. Returns 0 or -1 with e set. */
-int cpu_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, kerr *e);
-/* Sets m's triple and data layout from tm and runs the new-pass-manager pipeline text. */
-int kg_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, const char *pipeline, kerr *e);
-/* Emits m as an object file (LLVMObjectFile) or assembly (LLVMAssemblyFile) into a new
- * memory buffer (caller disposes), NULL with e set. */
-LLVMMemoryBufferRef cpu_emit(LLVMModuleRef m, LLVMTargetMachineRef tm, LLVMCodeGenFileType kind,
-                             kerr *e);
-/* Initialises the LLVM targets once per process (thread-safe). */
-void cpu_llvm_init(void);
+/* Compiles p for t through kc_compile (emit.h): kernel `name` and `name`_combine as an
+ * object file, assembly or IR. Returns the malloc'ed output (caller frees) and its size, or
+ * NULL with e set. */
+char *cpu_compile(const fe_program *p, const cpu_target *t, const char *name, kc_out out,
+                  size_t *len, kerr *e);
 
 #endif

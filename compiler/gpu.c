@@ -4,14 +4,13 @@
  * reduction steps are the CPU's (lower.c, kgen.c) with W = 1 lane. */
 #include "gpu.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
 
-#include "cpu.h"
+#include "emit.h"
 #include "kgen.h"
 #include "llvm_compat.h"
 #include "red.h"
@@ -74,21 +73,21 @@ static LLVMValueRef load_var(lw *L, int pos, int cat, int c, int u) {
   return kg_load(K, L->T, kg_gep(K, L->T, K->arg[pos], at), kg_tsize(K));
 }
 
-static void put(kb *K, const kg_sink *o, int kind, int c, int u, LLVMValueRef v) {
+static void put(kb *K, const kg_sink *o, int kind, LLVMValueRef c, int u, LLVMValueRef lane,
+                LLVMValueRef v) {
   gk *G = (gk *)K;
-  (void)o, (void)u;
+  (void)u, (void)lane; /* one row a thread */
   if (o->partial) {
     LLVMValueRef at = LLVMBuildMul(B, LLVMBuildAdd(B, LLVMBuildMul(B, G->by, G->nrows, ""), G->row, ""),
                                    kg_i64(K, G->state), "");
     LLVMTypeRef dt = LLVMDoubleTypeInContext(K->L.C);
-    kg_store(K, v, kg_gep(K, dt, G->partial, LLVMBuildAdd(B, at, kg_i64(K, c), "")), 8);
+    kg_store(K, v, kg_gep(K, dt, G->partial, LLVMBuildAdd(B, at, c, "")), 8);
     return;
   }
   const fe_program *p = K->p;
   int o_idx = kind == KG_IDX && (p->red->outputs & RO_VAL) ? 1 : 0;
   LLVMTypeRef et = kind == KG_IDX ? K->i64 : K->L.T;
-  LLVMValueRef at = LLVMBuildAdd(B, LLVMBuildMul(B, G->row, kg_i64(K, p->out_dim[o_idx]), ""),
-                                 kg_i64(K, c), "");
+  LLVMValueRef at = LLVMBuildAdd(B, LLVMBuildMul(B, G->row, kg_i64(K, p->out_dim[o_idx]), ""), c, "");
   kg_store(K, v, kg_gep(K, et, G->out[o_idx], at), kind == KG_IDX ? 8 : kg_tsize(K));
 }
 
@@ -140,6 +139,7 @@ static void build_body(gk *G, LLVMValueRef *params, int nstate) {
   LLVMValueRef jb1 = kg_smin(K, LLVMBuildAdd(B, jb0, chunk, ""), j1);
 
   kg_state_alloc(K);
+  kg_kheap_alloca(K);
   lw_level_prepare(&K->L, LV_P, 0);
   lw_level_prepare(&K->L, LV_I, 0);
   kg_init(K, 0);
@@ -200,6 +200,7 @@ static LLVMValueRef build_combine(gk *G) {
   LLVMPositionBuilderAtEnd(B, work);
   G->row = i;
   kg_state_alloc(K);
+  kg_kheap_alloca(K);
   LLVMValueRef st = kg_i64(K, G->state);
   kg_state_load(K, 0, kg_gep(K, dt, partial, LLVMBuildMul(B, i, st, "")));
   kg_loop lt;
@@ -286,14 +287,6 @@ LLVMModuleRef gpu_build(LLVMContextRef C, const fe_program *p, const gpu_target 
   return m;
 }
 
-static pthread_once_t nvptx_once = PTHREAD_ONCE_INIT;
-static void nvptx_init(void) {
-  LLVMInitializeNVPTXTargetInfo();
-  LLVMInitializeNVPTXTarget();
-  LLVMInitializeNVPTXTargetMC();
-  LLVMInitializeNVPTXAsmPrinter();
-}
-
 static int known_sm(const char *sm) {
   static const char sms[] = KEOPS_NVPTX_SMS;
   size_t n = strlen(sm);
@@ -302,8 +295,19 @@ static int known_sm(const char *sm) {
   return 0;
 }
 
+typedef struct gpu_job {
+  const fe_program *p;
+  const gpu_target *t;
+  const char *name;
+} gpu_job;
+
+static LLVMModuleRef build(LLVMContextRef C, const void *arg, kerr *e) {
+  const gpu_job *j = arg;
+  return gpu_build(C, j->p, j->t, j->name, e);
+}
+
 char *gpu_emit(const fe_program *p, const gpu_target *t, const char *fname, int ir, kerr *e) {
-  pthread_once(&nvptx_once, nvptx_init);
+  kc_llvm_init();
   if (!known_sm(t->sm)) {
     kerr_set(e, KEOPS_ERROR_UNSUPPORTED, "LLVM %s cannot generate code for %s (it knows %s)",
              LLVM_VERSION_STRING, t->sm, KEOPS_NVPTX_SMS);
@@ -311,7 +315,7 @@ char *gpu_emit(const fe_program *p, const gpu_target *t, const char *fname, int 
   }
   static const char triple[] = "nvptx64-nvidia-cuda";
   LLVMTargetRef target;
-  char *msg = NULL, *out = NULL;
+  char *msg = NULL;
   if (LLVMGetTargetFromTriple(triple, &target, &msg)) {
     kerr_set(e, KEOPS_ERROR_UNSUPPORTED, "this LLVM has no NVPTX target: %s", msg ? msg : "");
     LLVMDisposeMessage(msg);
@@ -319,25 +323,15 @@ char *gpu_emit(const fe_program *p, const gpu_target *t, const char *fname, int 
   }
   LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, t->sm, t->ptx, LLVMCodeGenLevelAggressive,
                                                     LLVMRelocDefault, LLVMCodeModelDefault);
-  LLVMContextRef C = LLVMContextCreate();
-  LLVMModuleRef m = tm ? gpu_build(C, p, t, fname, e) : NULL;
-  if (!tm) kerr_set(e, KEOPS_ERROR_UNSUPPORTED, "LLVM cannot target %s with %s", t->sm, t->ptx);
-  if (m && ir) {
-    char *s = LLVMPrintModuleToString(m);
-    out = strdup(s);
-    LLVMDisposeMessage(s);
-  } else if (m && !kg_optimize(m, tm, "default<O3>", e)) { /* the GPU loop benefits from
-                                                              unrolling; PTX is made once */
-    LLVMMemoryBufferRef buf = cpu_emit(m, tm, LLVMAssemblyFile, e);
-    if (buf) {
-      size_t n = LLVMGetBufferSize(buf);
-      if ((out = malloc(n + 1))) memcpy(out, LLVMGetBufferStart(buf), n), out[n] = 0;
-      LLVMDisposeMemoryBuffer(buf);
-    }
+  if (!tm) {
+    kerr_set(e, KEOPS_ERROR_UNSUPPORTED, "LLVM cannot target %s with %s", t->sm, t->ptx);
+    return NULL;
   }
-  if (m) LLVMDisposeModule(m);
-  LLVMContextDispose(C);
-  if (tm) LLVMDisposeTargetMachine(tm);
-  if (!out && e->status == KEOPS_OK) kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory emitting PTX");
+  gpu_job arg = {p, t, fname};
+  /* O3: the GPU loop benefits from unrolling, and PTX is made once per architecture */
+  kc_job j = {tm, build, &arg, "default<O3>", ir ? KC_IR : KC_ASM};
+  size_t len;
+  char *out = kc_compile(&j, &len, e);
+  LLVMDisposeTargetMachine(tm);
   return out;
 }

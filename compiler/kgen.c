@@ -5,6 +5,7 @@
 #include "kgen.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,10 +102,12 @@ int kg_slots(kb *K) {
   switch (r->family) {
   case RF_SUM: return K->D;
   case RF_MINMAX: return K->D;
-  case RF_KMIN: return K->p->k * K->D;
+  case RF_KMIN: return kg_kheap(K->p) ? K->D : K->p->k * K->D;
   default: return 1 + K->E;
   }
 }
+
+static void heap_init(kb *K, int u); /* with the K-min heaps, below */
 
 void kg_init(kb *K, int u) {
   const red_row *r = K->p->red;
@@ -118,6 +121,7 @@ void kg_init(kb *K, int u) {
       st(K, K->ix[u][s], iconst(K, -1));
     }
   }
+  if (kg_kheap(K->p)) heap_init(K, u);
 }
 
 /* x enters slot s (value v, index i) when it is better, or the slot is empty and x is a
@@ -168,6 +172,206 @@ static void kmin_insert(kb *K, int u, int d, LLVMValueRef x) {
   LLVMPositionBuilderAtEnd(B, cont);
 }
 
+
+/* ---- K-min heaps (kg_kheap) ----------------------------------------------------------- */
+
+int kg_kheap(const fe_program *p) {
+  return p->red->family == RF_KMIN && (int64_t)p->k * p->fdim > KG_KMIN_UNROLL;
+}
+
+int64_t kg_kheap_entries(const fe_program *p, int w, int u) {
+  return kg_kheap(p) ? (int64_t)p->k * p->fdim * w * u : 0;
+}
+
+/* (va, ia) ranks after (vb, ib) in red.c's order: empty slots (index -1) last, then by value
+ * in the reduction's direction, then by index. Scalars. */
+static LLVMValueRef worse(kb *K, LLVMValueRef va, LLVMValueRef ia, LLVMValueRef vb, LLVMValueRef ib) {
+  LLVMValueRef zero = kg_i64(K, 0), t = LLVMConstInt(K->i1, 1, 0), f = LLVMConstInt(K->i1, 0, 0);
+  LLVMValueRef after = LLVMBuildFCmp(B, K->p->red->dir < 0 ? LLVMRealOGT : LLVMRealOLT, va, vb, "");
+  LLVMValueRef tie = LLVMBuildAnd(B, LLVMBuildFCmp(B, LLVMRealOEQ, va, vb, ""),
+                                  LLVMBuildICmp(B, LLVMIntSGT, ia, ib, ""), "");
+  LLVMValueRef full = LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntSLT, ia, zero, ""), t,
+                                      LLVMBuildOr(B, after, tie, ""), "");
+  return LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntSLT, ib, zero, ""), f, full, "");
+}
+
+static LLVMValueRef heap_ptr(kb *K, int idx, LLVMValueRef base, LLVMValueRef at) {
+  return kg_gep(K, idx ? K->i64 : K->L.T, base, at);
+}
+
+/* void sift(T *v, i64 *ix, i64 n, i64 i): moves entry i down until no child ranks after it. */
+static void build_sift(kb *K, LLVMValueRef fn) {
+  LLVMValueRef prm[4];
+  LLVMGetParams(fn, prm);
+  LLVMValueRef v = prm[0], ix = prm[1], n = prm[2];
+  LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(K->L.C, fn, "entry");
+  LLVMBasicBlockRef loop = LLVMAppendBasicBlockInContext(K->L.C, fn, "loop");
+  LLVMBasicBlockRef pick = LLVMAppendBasicBlockInContext(K->L.C, fn, "pick");
+  LLVMBasicBlockRef swap = LLVMAppendBasicBlockInContext(K->L.C, fn, "swap");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(K->L.C, fn, "done");
+  LLVMPositionBuilderAtEnd(B, entry);
+  LLVMBuildBr(B, loop);
+  LLVMPositionBuilderAtEnd(B, loop);
+  LLVMValueRef i = LLVMBuildPhi(B, K->i64, "");
+  LLVMValueRef l = LLVMBuildAdd(B, LLVMBuildMul(B, i, kg_i64(K, 2), ""), kg_i64(K, 1), "");
+  LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntSLT, l, n, ""), pick, done);
+  LLVMPositionBuilderAtEnd(B, pick);
+  LLVMValueRef r = LLVMBuildAdd(B, l, kg_i64(K, 1), "");
+  LLVMValueRef has_r = LLVMBuildICmp(B, LLVMIntSLT, r, n, "");
+  LLVMValueRef rr = LLVMBuildSelect(B, has_r, r, l, ""); /* never read past n */
+  unsigned ts = kg_tsize(K);
+  LLVMValueRef vl = kg_load(K, K->L.T, heap_ptr(K, 0, v, l), ts), il = kg_load(K, K->i64, heap_ptr(K, 1, ix, l), 8);
+  LLVMValueRef vr = kg_load(K, K->L.T, heap_ptr(K, 0, v, rr), ts), ir = kg_load(K, K->i64, heap_ptr(K, 1, ix, rr), 8);
+  LLVMValueRef take_r = LLVMBuildAnd(B, has_r, worse(K, vr, ir, vl, il), "");
+  LLVMValueRef c = LLVMBuildSelect(B, take_r, r, l, "");
+  LLVMValueRef vc = LLVMBuildSelect(B, take_r, vr, vl, ""), ic = LLVMBuildSelect(B, take_r, ir, il, "");
+  LLVMValueRef vi = kg_load(K, K->L.T, heap_ptr(K, 0, v, i), ts), ii = kg_load(K, K->i64, heap_ptr(K, 1, ix, i), 8);
+  LLVMBuildCondBr(B, worse(K, vc, ic, vi, ii), swap, done);
+  LLVMPositionBuilderAtEnd(B, swap);
+  kg_store(K, vc, heap_ptr(K, 0, v, i), ts);
+  kg_store(K, ic, heap_ptr(K, 1, ix, i), 8);
+  kg_store(K, vi, heap_ptr(K, 0, v, c), ts);
+  kg_store(K, ii, heap_ptr(K, 1, ix, c), 8);
+  LLVMBuildBr(B, loop);
+  LLVMAddIncoming(i, &prm[3], &entry, 1);
+  LLVMAddIncoming(i, &c, &swap, 1);
+  LLVMPositionBuilderAtEnd(B, done);
+  LLVMBuildRetVoid(B);
+}
+
+/* void sort(T *v, i64 *ix, i64 n): heap sort, leaving the best entry first. */
+static void build_sort(kb *K, LLVMValueRef fn, LLVMValueRef sift) {
+  LLVMValueRef prm[3];
+  LLVMGetParams(fn, prm);
+  LLVMPositionBuilderAtEnd(B, LLVMAppendBasicBlockInContext(K->L.C, fn, "entry"));
+  kg_loop lp;
+  LLVMValueRef t = kg_loop_begin(K, &lp, kg_i64(K, 1), prm[2]);
+  LLVMValueRef end = LLVMBuildSub(B, prm[2], t, ""), zero = kg_i64(K, 0);
+  unsigned ts = kg_tsize(K);
+  LLVMValueRef v0 = kg_load(K, K->L.T, heap_ptr(K, 0, prm[0], zero), ts), i0 = kg_load(K, K->i64, heap_ptr(K, 1, prm[1], zero), 8);
+  kg_store(K, kg_load(K, K->L.T, heap_ptr(K, 0, prm[0], end), ts), heap_ptr(K, 0, prm[0], zero), ts);
+  kg_store(K, kg_load(K, K->i64, heap_ptr(K, 1, prm[1], end), 8), heap_ptr(K, 1, prm[1], zero), 8);
+  kg_store(K, v0, heap_ptr(K, 0, prm[0], end), ts);
+  kg_store(K, i0, heap_ptr(K, 1, prm[1], end), 8);
+  LLVMValueRef args[4] = {prm[0], prm[1], end, zero};
+  LLVMBuildCall2(B, LLVMGlobalGetValueType(sift), sift, args, 4, "");
+  kg_loop_end(K, &lp, kg_i64(K, 1));
+  LLVMBuildRetVoid(B);
+}
+
+/* The module's sift (sort = 0) or sort (sort = 1) function for this dtype and direction,
+ * built on first use. */
+static LLVMValueRef heap_fn(kb *K, int sort) {
+  char name[64];
+  int f64 = K->L.T == LLVMDoubleTypeInContext(K->L.C), mx = K->p->red->dir > 0;
+  snprintf(name, sizeof name, "keops.kmin.%s.%s.%s", sort ? "sort" : "sift", f64 ? "f64" : "f32", mx ? "max" : "min");
+  LLVMValueRef fn = LLVMGetNamedFunction(K->L.M, name);
+  if (fn) return fn;
+  LLVMValueRef sift = sort ? heap_fn(K, 0) : NULL;
+  LLVMTypeRef ps[4] = {K->ptr, K->ptr, K->i64, K->i64};
+  fn = LLVMAddFunction(K->L.M, name, LLVMFunctionType(LLVMVoidTypeInContext(K->L.C), ps, sort ? 3 : 4, 0));
+  LLVMSetLinkage(fn, LLVMInternalLinkage);
+  LLVMBasicBlockRef at = LLVMGetInsertBlock(B);
+  LLVMValueRef caller = K->fn;
+  K->fn = fn; /* kg_loop builds in K->fn */
+  if (sort) build_sort(K, fn, sift);
+  else build_sift(K, fn);
+  K->fn = caller;
+  LLVMPositionBuilderAtEnd(B, at);
+  return fn;
+}
+
+/* First entry of the heap of component d, lane `lane` (i64), row block u. */
+static LLVMValueRef heap_base(kb *K, int u, int d, LLVMValueRef lane) {
+  int64_t first = ((int64_t)u * K->D + d) * K->W;
+  return LLVMBuildMul(B, LLVMBuildAdd(B, kg_i64(K, first), lane, ""), kg_i64(K, K->p->k), "");
+}
+
+static LLVMValueRef lane_of(kb *K, LLVMValueRef v, LLVMValueRef lane) {
+  return K->W == 1 ? v : LLVMBuildExtractElement(B, v, lane, "");
+}
+
+/* The heap at base takes (x, j) in place of its root; the slots get the new root. */
+static void heap_push(kb *K, int u, int d, LLVMValueRef lane, LLVMValueRef x, LLVMValueRef j) {
+  LLVMValueRef base = heap_base(K, u, d, lane);
+  LLVMValueRef pv = heap_ptr(K, 0, K->hv, base), pi = heap_ptr(K, 1, K->hi, base);
+  kg_store(K, x, pv, kg_tsize(K));
+  kg_store(K, j, pi, 8);
+  LLVMValueRef sift = heap_fn(K, 0), args[4] = {pv, pi, kg_i64(K, K->p->k), kg_i64(K, 0)};
+  LLVMBuildCall2(B, LLVMGlobalGetValueType(sift), sift, args, 4, "");
+  LLVMValueRef rv = kg_load(K, K->L.T, pv, kg_tsize(K)), ri = kg_load(K, K->i64, pi, 8);
+  if (K->W > 1) {
+    rv = LLVMBuildInsertElement(B, ld(K, K->a[u][d]), rv, lane, "");
+    ri = LLVMBuildInsertElement(B, ld(K, K->ix[u][d]), ri, lane, "");
+  }
+  st(K, K->a[u][d], rv);
+  st(K, K->ix[u][d], ri);
+}
+
+/* x (index jx) enters the heaps of the lanes where it beats the root. */
+static void heap_offer(kb *K, int u, int d, LLVMValueRef x, LLVMValueRef jx) {
+  LLVMValueRef c = takes(K, x, ld(K, K->a[u][d]), ld(K, K->ix[u][d]));
+  LLVMBasicBlockRef ins = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "kheap");
+  LLVMBasicBlockRef cont = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "kheap_done");
+  LLVMBuildCondBr(B, any_lane(K, c), ins, cont);
+  LLVMPositionBuilderAtEnd(B, ins);
+  if (K->W == 1) {
+    heap_push(K, u, d, kg_i64(K, 0), x, jx);
+  } else {
+    kg_loop lp;
+    LLVMValueRef lane = kg_loop_begin(K, &lp, kg_i64(K, 0), kg_i64(K, K->W));
+    LLVMBasicBlockRef push = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "kpush");
+    LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "knext");
+    LLVMBuildCondBr(B, lane_of(K, c, lane), push, next);
+    LLVMPositionBuilderAtEnd(B, push);
+    heap_push(K, u, d, lane, lane_of(K, x, lane), lane_of(K, jx, lane));
+    LLVMBuildBr(B, next);
+    LLVMPositionBuilderAtEnd(B, next);
+    kg_loop_end(K, &lp, kg_i64(K, 1));
+  }
+  LLVMBuildBr(B, cont);
+  LLVMPositionBuilderAtEnd(B, cont);
+}
+
+static void heap_init(kb *K, int u) {
+  int64_t n = (int64_t)K->p->k * K->D * K->W;
+  kg_loop lp;
+  LLVMValueRef e = kg_loop_begin(K, &lp, kg_i64(K, u * n), kg_i64(K, (u + 1) * n));
+  kg_store(K, LLVMConstReal(K->L.T, K->p->red->dir < 0 ? INFINITY : -INFINITY), heap_ptr(K, 0, K->hv, e), kg_tsize(K));
+  kg_store(K, kg_i64(K, -1), heap_ptr(K, 1, K->hi, e), 8);
+  kg_loop_end(K, &lp, kg_i64(K, 1));
+}
+
+/* Sorts each heap of row block u and writes it in red.c's k-major layout: values, then
+ * indices (both as doubles in partial mode). */
+static void heap_finalize(kb *K, int u, const kg_sink *o) {
+  const fe_program *p = K->p;
+  LLVMTypeRef dt = LLVMDoubleTypeInContext(K->L.C);
+  int64_t n = (int64_t)p->k * K->D;
+  LLVMValueRef sort = heap_fn(K, 1);
+  for (int d = 0; d < K->D; d++) {
+    kg_loop ll, lk;
+    LLVMValueRef lane = kg_loop_begin(K, &ll, kg_i64(K, 0), kg_i64(K, K->W));
+    LLVMValueRef base = heap_base(K, u, d, lane);
+    LLVMValueRef pv = heap_ptr(K, 0, K->hv, base), pi = heap_ptr(K, 1, K->hi, base);
+    LLVMValueRef args[3] = {pv, pi, kg_i64(K, p->k)};
+    LLVMBuildCall2(B, LLVMGlobalGetValueType(sort), sort, args, 3, "");
+    LLVMValueRef k = kg_loop_begin(K, &lk, kg_i64(K, 0), kg_i64(K, p->k));
+    LLVMValueRef v = kg_load(K, K->L.T, heap_ptr(K, 0, pv, k), kg_tsize(K));
+    LLVMValueRef i = kg_load(K, K->i64, heap_ptr(K, 1, pi, k), 8);
+    LLVMValueRef col = LLVMBuildAdd(B, LLVMBuildMul(B, k, kg_i64(K, K->D), ""), kg_i64(K, d), "");
+    if (o->partial) {
+      o->put(K, o, KG_VAL, col, u, lane, K->L.T == dt ? v : LLVMBuildFPExt(B, v, dt, ""));
+      o->put(K, o, KG_VAL, LLVMBuildAdd(B, col, kg_i64(K, n), ""), u, lane, LLVMBuildSIToFP(B, i, dt, ""));
+    } else {
+      if (p->red->outputs & RO_VAL) o->put(K, o, KG_VAL, col, u, lane, v);
+      if (p->red->outputs & RO_IDX) o->put(K, o, KG_IDX, col, u, lane, i);
+    }
+    kg_loop_end(K, &lk, kg_i64(K, 1));
+    kg_loop_end(K, &ll, kg_i64(K, 1));
+  }
+}
+
 void kg_accumulate(kb *K, int u, LLVMValueRef *f) {
   const red_row *r = K->p->red;
   switch (r->family) {
@@ -194,7 +398,10 @@ void kg_accumulate(kb *K, int u, LLVMValueRef *f) {
     }
     return;
   case RF_KMIN:
-    for (int d = 0; d < K->D; d++) kmin_insert(K, u, d, f[d]);
+    for (int d = 0; d < K->D; d++) {
+      if (kg_kheap(K->p)) heap_offer(K, u, d, f[d], index_of(K, d));
+      else kmin_insert(K, u, d, f[d]);
+    }
     return;
   default: { /* LSE: merge (m, s) with (x, w), see red.c */
     LLVMValueRef x = to_acc(K, f[0]), m = ld(K, K->a[u][0]);
@@ -237,15 +444,19 @@ static LLVMValueRef to_double(kb *K, LLVMValueRef v) {
 void kg_finalize(kb *K, int u, const kg_sink *o) {
   const red_row *r = K->p->red;
   int n = K->nslot;
+  if (kg_kheap(K->p)) {
+    heap_finalize(K, u, o);
+    return;
+  }
   if (o->partial) { /* red.c's layout, as doubles */
     int c = 0;
-    for (int s = 0; s < n; s++) o->put(K, o, KG_VAL, c++, u, to_double(K, ld(K, K->a[u][s])));
+    for (int s = 0; s < n; s++) o->put(K, o, KG_VAL, kg_i64(K, c++), u, NULL, to_double(K, ld(K, K->a[u][s])));
     if (r->family == RF_SUM && K->p->scheme != KEOPS_SUM_DIRECT)
-      for (int s = 0; s < n; s++) o->put(K, o, KG_VAL, c++, u, to_double(K, ld(K, K->x[u][s])));
+      for (int s = 0; s < n; s++) o->put(K, o, KG_VAL, kg_i64(K, c++), u, NULL, to_double(K, ld(K, K->x[u][s])));
     if (r->family == RF_SUM && K->p->scheme == KEOPS_SUM_BLOCK)
-      o->put(K, o, KG_VAL, c++, u, to_double(K, aconst(K, 0))); /* the block count */
+      o->put(K, o, KG_VAL, kg_i64(K, c++), u, NULL, to_double(K, aconst(K, 0))); /* the block count */
     if (r->family == RF_MINMAX || r->family == RF_KMIN)
-      for (int s = 0; s < n; s++) o->put(K, o, KG_VAL, c++, u, to_double(K, ld(K, K->ix[u][s])));
+      for (int s = 0; s < n; s++) o->put(K, o, KG_VAL, kg_i64(K, c++), u, NULL, to_double(K, ld(K, K->ix[u][s])));
     return;
   }
   switch (r->family) {
@@ -253,28 +464,28 @@ void kg_finalize(kb *K, int u, const kg_sink *o) {
     for (int d = 0; d < K->D; d++) {
       LLVMValueRef v = ld(K, K->a[u][d]);
       if (K->p->scheme == KEOPS_SUM_KAHAN) v = LLVMBuildFSub(B, v, ld(K, K->x[u][d]), "");
-      o->put(K, o, KG_VAL, d, u, from_acc(K, v));
+      o->put(K, o, KG_VAL, kg_i64(K, d), u, NULL, from_acc(K, v));
     }
     return;
   case RF_MINMAX: case RF_KMIN:
     for (int s = 0; s < n; s++) {
-      if (r->outputs & RO_VAL) o->put(K, o, KG_VAL, s, u, ld(K, K->a[u][s]));
-      if (r->outputs & RO_IDX) o->put(K, o, KG_IDX, s, u, ld(K, K->ix[u][s]));
+      if (r->outputs & RO_VAL) o->put(K, o, KG_VAL, kg_i64(K, s), u, NULL, ld(K, K->a[u][s]));
+      if (r->outputs & RO_IDX) o->put(K, o, KG_IDX, kg_i64(K, s), u, NULL, ld(K, K->ix[u][s]));
     }
     return;
   default: {
     LLVMValueRef m = ld(K, K->a[u][0]);
     if (r->fin == FIN_RAW) {
-      for (int s = 0; s < n; s++) o->put(K, o, KG_VAL, s, u, from_acc(K, ld(K, K->a[u][s])));
+      for (int s = 0; s < n; s++) o->put(K, o, KG_VAL, kg_i64(K, s), u, NULL, from_acc(K, ld(K, K->a[u][s])));
     } else if (r->fin == FIN_LOG) {
       for (int q = 1; q <= K->E; q++) {
         LLVMValueRef lg = vm_call(K->L.M, B, VM_LOG, ld(K, K->a[u][q]), NULL);
-        o->put(K, o, KG_VAL, q - 1, u, from_acc(K, LLVMBuildFAdd(B, m, lg, "")));
+        o->put(K, o, KG_VAL, kg_i64(K, q - 1), u, NULL, from_acc(K, LLVMBuildFAdd(B, m, lg, "")));
       }
     } else {
       LLVMValueRef s0 = ld(K, K->a[u][1]);
       for (int q = 2; q <= K->E; q++)
-        o->put(K, o, KG_VAL, q - 2, u, from_acc(K, LLVMBuildFDiv(B, ld(K, K->a[u][q]), s0, "")));
+        o->put(K, o, KG_VAL, kg_i64(K, q - 2), u, NULL, from_acc(K, LLVMBuildFDiv(B, ld(K, K->a[u][q]), s0, "")));
     }
   }
   }
@@ -317,6 +528,13 @@ void kg_state_alloc(kb *K) {
   }
 }
 
+void kg_kheap_alloca(kb *K) {
+  int64_t n = kg_kheap_entries(K->p, K->W, K->U);
+  if (!n) return;
+  K->hv = kg_alloca(K, K->L.T, n);
+  K->hi = kg_alloca(K, K->i64, n);
+}
+
 void kg_state_free(kb *K) {
   for (int u = 0; u < K->U; u++) free(K->a[u]), free(K->x[u]), free(K->ix[u]);
 }
@@ -324,11 +542,49 @@ void kg_state_free(kb *K) {
 /* ---- red.c's double states (GPU j-split: W = 1) --------------------------------------- */
 
 /* Entry c of the double state at base, converted to type t. */
-static LLVMValueRef state_entry(kb *K, LLVMValueRef base, int c, LLVMTypeRef t) {
+static LLVMValueRef state_entry_at(kb *K, LLVMValueRef base, LLVMValueRef c, LLVMTypeRef t) {
   LLVMTypeRef dt = LLVMDoubleTypeInContext(K->L.C);
-  LLVMValueRef v = kg_load(K, dt, kg_gep(K, dt, base, kg_i64(K, c)), 8);
+  LLVMValueRef v = kg_load(K, dt, kg_gep(K, dt, base, c), 8);
   if (LLVMGetTypeKind(t) == LLVMIntegerTypeKind) return LLVMBuildFPToSI(B, v, t, "");
   return t == dt ? v : LLVMBuildFPTrunc(B, v, t, "");
+}
+
+static LLVMValueRef state_entry(kb *K, LLVMValueRef base, int c, LLVMTypeRef t) {
+  return state_entry_at(K, base, kg_i64(K, c), t);
+}
+
+/* Entry k (i64) of component d in a K-min double state: its value (merge = 0) and index. */
+static void kmin_entry(kb *K, LLVMValueRef base, LLVMValueRef k, int d, LLVMValueRef *v, LLVMValueRef *i) {
+  LLVMValueRef c = LLVMBuildAdd(B, LLVMBuildMul(B, k, kg_i64(K, K->D), ""), kg_i64(K, d), "");
+  *v = state_entry_at(K, base, c, K->L.T);
+  *i = state_entry_at(K, base, LLVMBuildAdd(B, c, kg_i64(K, (int64_t)K->p->k * K->D), ""), K->i64);
+}
+
+/* A sorted state read back to front is a heap with the worst entry at the root. */
+static void heap_load(kb *K, int u, LLVMValueRef base) {
+  for (int d = 0; d < K->D; d++) {
+    LLVMValueRef first = heap_base(K, u, d, kg_i64(K, 0)), v, i;
+    kg_loop lp;
+    LLVMValueRef k = kg_loop_begin(K, &lp, kg_i64(K, 0), kg_i64(K, K->p->k));
+    kmin_entry(K, base, k, d, &v, &i);
+    LLVMValueRef at = LLVMBuildAdd(B, first, LLVMBuildSub(B, kg_i64(K, K->p->k - 1), k, ""), "");
+    kg_store(K, v, heap_ptr(K, 0, K->hv, at), kg_tsize(K));
+    kg_store(K, i, heap_ptr(K, 1, K->hi, at), 8);
+    kg_loop_end(K, &lp, kg_i64(K, 1));
+    st(K, K->a[u][d], kg_load(K, K->L.T, heap_ptr(K, 0, K->hv, first), kg_tsize(K)));
+    st(K, K->ix[u][d], kg_load(K, K->i64, heap_ptr(K, 1, K->hi, first), 8));
+  }
+}
+
+static void heap_merge(kb *K, int u, LLVMValueRef base) {
+  for (int d = 0; d < K->D; d++) {
+    LLVMValueRef v, i;
+    kg_loop lp;
+    LLVMValueRef k = kg_loop_begin(K, &lp, kg_i64(K, 0), kg_i64(K, K->p->k));
+    kmin_entry(K, base, k, d, &v, &i);
+    heap_offer(K, u, d, v, i);
+    kg_loop_end(K, &lp, kg_i64(K, 1));
+  }
 }
 
 static int is_idx_family(const kb *K) {
@@ -337,6 +593,10 @@ static int is_idx_family(const kb *K) {
 
 void kg_state_load(kb *K, int u, LLVMValueRef base) {
   int n = K->nslot, sum = K->p->red->family == RF_SUM;
+  if (kg_kheap(K->p)) {
+    heap_load(K, u, base);
+    return;
+  }
   for (int s = 0; s < n; s++) {
     st(K, K->a[u][s], state_entry(K, base, s, is_idx_family(K) ? K->L.T : K->AT));
     if (is_idx_family(K)) st(K, K->ix[u][s], state_entry(K, base, n + s, K->i64));
@@ -351,6 +611,10 @@ void kg_state_load(kb *K, int u, LLVMValueRef base) {
 void kg_state_merge(kb *K, int u, LLVMValueRef base) {
   const fe_program *p = K->p;
   int n = K->nslot, D = K->D;
+  if (kg_kheap(p)) {
+    heap_merge(K, u, base);
+    return;
+  }
   LLVMValueRef *f = calloc((size_t)n + (size_t)D, sizeof *f), *ix = f + n;
   if (!f) {
     kerr_set(K->L.err, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory");

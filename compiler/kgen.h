@@ -27,13 +27,26 @@ typedef struct kb {
   LLVMValueRef *jidx;    /* merging states: the index of each component (else jv) */
   int f_acc;             /* merging states: values already in the accumulator type */
   LLVMValueRef *a[LW_MAX_U], *x[LW_MAX_U], *ix[LW_MAX_U]; /* main, auxiliary, index slots */
+  LLVMValueRef hv, hi;   /* K-min heaps (kg_kheap): values and indices, set by the builder */
 } kb;
 
-/* Where finalize writes: column c of row block u, values (KG_VAL: in the dtype, or doubles
- * in partial mode) or indices (KG_IDX, i64). */
+/* Above this many K-min slots per row (K * dim), the K best of each row and component are
+ * kept in a binary heap in memory (worst at the root, whose value and index stay in the
+ * slots a/ix as the entry threshold) instead of an unrolled sorted network: compile time
+ * and code size no longer grow with K, and an insertion costs O(log K). */
+#define KG_KMIN_UNROLL 16
+int kg_kheap(const fe_program *p);
+/* Heap entries of a program (per value and index array): one heap of K per component and
+ * lane of each of u row blocks of w lanes. */
+int64_t kg_kheap_entries(const fe_program *p, int w, int u);
+
+/* Where finalize writes: column c (an i64 value) of row block u, values (KG_VAL: in the
+ * dtype, or doubles in partial mode) or indices (KG_IDX, i64); v holds every lane of the
+ * block, or, with lane set (an i64 value), the scalar of that lane only. */
 enum { KG_VAL, KG_IDX };
 typedef struct kg_sink {
-  void (*put)(kb *K, const struct kg_sink *s, int kind, int c, int u, LLVMValueRef v);
+  void (*put)(kb *K, const struct kg_sink *s, int kind, LLVMValueRef c, int u, LLVMValueRef lane,
+              LLVMValueRef v);
   LLVMValueRef val, idx; /* for the builder's put */
   LLVMValueRef row, out[2]; /* idem */
   int partial;           /* write red.c's state as doubles instead of the outputs */
@@ -55,6 +68,7 @@ void kg_types(kb *K, int w32, int w64, int u);
 int kg_slots(kb *K);
 void kg_state_alloc(kb *K); /* the state slots, as allocas */
 void kg_state_free(kb *K);
+void kg_kheap_alloca(kb *K); /* K-min heaps as allocas (GPU: local memory), when kg_kheap */
 void kg_init(kb *K, int u);
 void kg_accumulate(kb *K, int u, LLVMValueRef *f); /* K->jv must hold the current index */
 void kg_flush_block(kb *K, int u);

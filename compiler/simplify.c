@@ -110,6 +110,30 @@ static int is_const(const dag *d, uint32_t id) {
   return op == OP_RatCst || op == OP_Cst || (op == OP_Zero && dimof(d, id) == 1);
 }
 
+/* A scalar constant's value as the reference interpreter sees it. */
+static double const_value(const dag *d, uint32_t id) {
+  int64_t n, q;
+  if (dag_is_rat(d, id, &n, &q)) return (double)n / (double)q;
+  double v = 0;
+  if (opof(d, id) == OP_Cst) memcpy(&v, dag_params(d, id), sizeof v);
+  return v;
+}
+
+/* Constants of which one is not an exact rational fold in double, as the reference computes
+ * them: a float32 kernel must not overflow on 1e20*1e20/1e30 nor round 9e111 to inf. */
+static uint32_t fold_doubles(dag *d, int op, const uint32_t *k, int nk, const int64_t *p) {
+  int inexact = 0;
+  double x[3] = {0, 0, 0};
+  for (int c = 0; c < nk; c++) {
+    if (!is_const(d, k[c])) return NONE;
+    inexact |= opof(d, k[c]) == OP_Cst;
+    x[c] = const_value(d, k[c]);
+  }
+  if (!inexact || ((op == OP_Divide && x[1] == 0) || (op == OP_Inv && x[0] == 0)))
+    return NONE; /* rationals fold exactly; a division by zero is reported by the rules */
+  return dag_cst(d, dag_ew_eval(op, x[0], x[1], x[2], p));
+}
+
 static int is_rat_val(const dag *d, uint32_t id, int64_t num, int64_t den) {
   int64_t n, q;
   return dag_is_rat(d, id, &n, &q) && n == num && q == den;
@@ -153,6 +177,8 @@ static uint32_t ew_rules(dag *d, int op, const uint32_t *k, int nk, const int64_
     uint32_t r = fold_rats(d, op, nk, n, q, p);
     if (r != NONE) return r;
   }
+  uint32_t r = fold_doubles(d, op, k, nk, p);
+  if (r != NONE) return r;
   uint32_t a = k[0], b = nk > 1 ? k[1] : 0;
   int za = dag_is_zero(d, a), zb = b && dag_is_zero(d, b);
   int64_t cn, cq;

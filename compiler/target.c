@@ -1,23 +1,12 @@
-/* CPU targets, the optimisation pipeline and object/assembly emission (see cpu.h). */
+/* CPU targets: which one, its target machine, and its compile (see cpu.h). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <llvm-c/Target.h>
-#include <llvm-c/Transforms/PassBuilder.h>
 
 #include "cpu.h"
-
-static pthread_once_t init_once = PTHREAD_ONCE_INIT;
-
-static void llvm_init(void) {
-  LLVMInitializeNativeTarget();
-  LLVMInitializeNativeAsmPrinter();
-  LLVMInitializeNativeAsmParser();
-}
-
-void cpu_llvm_init(void) { pthread_once(&init_once, llvm_init); }
 
 static int has_feature(const char *features, const char *f) {
   size_t n = strlen(f);
@@ -36,7 +25,7 @@ static void set(cpu_target *t, const char *name, const char *cpu, const char *fe
 }
 
 int cpu_target_pick(cpu_target *t, const char *name, kerr *e) {
-  cpu_llvm_init();
+  kc_llvm_init();
   if (!name || !*name) name = getenv("KEOPS_TARGET");
   if (!name || !*name) name = "host";
   char *hcpu = LLVMGetHostCPUName(), *hfeat = LLVMGetHostCPUFeatures();
@@ -64,7 +53,7 @@ int cpu_target_pick(cpu_target *t, const char *name, kerr *e) {
 }
 
 LLVMTargetMachineRef cpu_target_machine(const cpu_target *t, kerr *e) {
-  cpu_llvm_init();
+  kc_llvm_init();
   char *triple = LLVMGetDefaultTargetTriple(), *msg = NULL;
   LLVMTargetRef target;
   LLVMTargetMachineRef tm = NULL;
@@ -80,40 +69,31 @@ LLVMTargetMachineRef cpu_target_machine(const cpu_target *t, kerr *e) {
   return tm;
 }
 
-int cpu_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, kerr *e) {
+typedef struct cpu_job {
+  const fe_program *p;
+  const cpu_target *t;
+  const char *name;
+} cpu_job;
+
+static LLVMModuleRef build(LLVMContextRef C, const void *arg, kerr *e) {
+  const cpu_job *j = arg;
+  return cpu_build(C, j->p, j->t, j->name, e);
+}
+
+char *cpu_compile(const fe_program *p, const cpu_target *t, const char *name, kc_out out,
+                  size_t *len, kerr *e) {
+  LLVMTargetMachineRef tm = cpu_target_machine(t, e);
+  if (!tm) return NULL;
+  cpu_job arg = {p, t, name};
   /* Our IR is already vectorized, hoisted and unrolled by construction: it needs its allocas
    * promoted, vmath inlined and local clean-up, not the whole O2 pipeline (which costs 2-3x
-   * the compile time for the same kernel speed, measured with keops-bench). */
-  return kg_optimize(m, tm, "always-inline,function(sroa,early-cse<memssa>,instcombine,simplifycfg)", e);
-}
-
-int kg_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, const char *pipeline, kerr *e) {
-  char *triple = LLVMGetTargetMachineTriple(tm);
-  LLVMSetTarget(m, triple);
-  LLVMDisposeMessage(triple);
-  LLVMTargetDataRef dl = LLVMCreateTargetDataLayout(tm);
-  LLVMSetModuleDataLayout(m, dl);
-  LLVMDisposeTargetData(dl);
-  LLVMPassBuilderOptionsRef o = LLVMCreatePassBuilderOptions();
-  LLVMErrorRef err = LLVMRunPasses(m, pipeline, tm, o);
-  LLVMDisposePassBuilderOptions(o);
-  if (err) {
-    char *msg = LLVMGetErrorMessage(err);
-    kerr_set(e, KEOPS_ERROR_COMPILE, "LLVM optimisation failed: %s", msg);
-    LLVMDisposeErrorMessage(msg);
-    return -1;
-  }
-  return 0;
-}
-
-LLVMMemoryBufferRef cpu_emit(LLVMModuleRef m, LLVMTargetMachineRef tm, LLVMCodeGenFileType kind,
-                             kerr *e) {
-  char *msg = NULL;
-  LLVMMemoryBufferRef buf = NULL;
-  if (LLVMTargetMachineEmitToMemoryBuffer(tm, m, kind, &msg, &buf)) {
-    kerr_set(e, KEOPS_ERROR_COMPILE, "LLVM code generation failed: %s", msg ? msg : "");
-    buf = NULL;
-  }
-  LLVMDisposeMessage(msg);
-  return buf;
+   * the compile time for the same kernel speed, measured with keops-bench). instcombine's
+   * fixpoint check is off: LLVM 19 exits the process when a second iteration would still
+   * change something (Sin(ReLU(-x))), which is no error of the code. */
+  kc_job j = {tm, build, &arg,
+              "always-inline,function(sroa,early-cse<memssa>,instcombine<no-verify-fixpoint>,simplifycfg)",
+              out};
+  char *code = kc_compile(&j, len, e);
+  LLVMDisposeTargetMachine(tm);
+  return code;
 }

@@ -85,12 +85,14 @@ typedef struct keops_run_options { /* zero-initialise; NULL options mean all def
 /* Creates a context. On success *out owns it; release with keops_context_destroy.
  * On failure *out is set to NULL (when out is not NULL). */
 KEOPS_API keops_status keops_context_create(keops_context **out);
-/* Destroys a context; its kernels must have been destroyed first. NULL is fine. */
+/* Releases the caller's handle to a context (NULL is fine); the handle must not be used
+ * afterwards. Kernels still alive keep what they need (compiled code, worker threads, GPU
+ * modules): the context's resources are freed with the last of its kernels. */
 KEOPS_API void keops_context_destroy(keops_context *ctx);
 
 /* Parses, checks, differentiates and simplifies desc and prepares a kernel for it.
  * desc and the strings it points to are only read during the call. On success *out owns
- * a kernel (release with keops_kernel_destroy, before the context); on failure *out is
+ * a kernel (release with keops_kernel_destroy, before or after the context); on failure *out is
  * set to NULL and keops_last_error() says why. */
 KEOPS_API keops_status keops_kernel_create(keops_context *ctx, const keops_kernel_desc *desc,
                                  keops_kernel **out);

@@ -82,14 +82,21 @@ keops_status keops_context_create(keops_context **out) {
     free(ctx);
     return rt_fail_kerr(&e, "keops_context_create");
   }
+  atomic_init(&ctx->refs, 1); /* the user's handle */
   *out = ctx;
   return KEOPS_OK;
 }
 
-void keops_context_destroy(keops_context *ctx) {
-  if (!ctx) return;
+/* The user's handle and every kernel hold a reference: kernels outliving their context
+ * keep its JIT (their code), pool and cache alive. */
+static void context_release(keops_context *ctx) {
+  if (atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1) return;
   rt_context_fini(ctx);
   free(ctx);
+}
+
+void keops_context_destroy(keops_context *ctx) {
+  if (ctx) context_release(ctx);
 }
 
 /* ---- kernels ----------------------------------------------------------------------------- */
@@ -134,6 +141,8 @@ keops_status keops_kernel_create(keops_context *ctx, const keops_kernel_desc *de
   }
   k->ctx = ctx;
   k->prog = prog;
+  k->cpu_key = NULL;
+  atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
   if (rt_kernel_init(k, &e) != KEOPS_OK) {
     keops_kernel_destroy(k);
     return rt_fail_kerr(&e, "keops_kernel_create");
@@ -146,7 +155,9 @@ void keops_kernel_destroy(keops_kernel *kernel) {
   if (!kernel) return;
   fe_free(kernel->prog);
   free(kernel->cpu_key);
+  keops_context *ctx = kernel->ctx;
   free(kernel);
+  context_release(ctx);
 }
 
 const fe_program *rt_kernel_program(const keops_kernel *k) { return k ? k->prog : NULL; }

@@ -77,8 +77,8 @@ keops_status rt_kernel_init(keops_kernel *k, kerr *e) {
   /* the feature string is ~900 characters: a digest keeps lookups short */
   uint64_t h = 1469598103934665603ull;
   for (const char *c = t->features; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
-  snprintf(k->cpu_key, n, "%s|cpu=%s/%s/%016llx/u%d|keops=%s|llvm=%s", k->prog->key, t->name,
-           t->cpu, (unsigned long long)h, t->u, KEOPS_VERSION, KEOPS_LLVM_VERSION);
+  snprintf(k->cpu_key, n, "%s|cpu=%s/%s/%016llx/u%d|abi=%d|keops=%s|llvm=%s", k->prog->key, t->name,
+           t->cpu, (unsigned long long)h, t->u, CPU_ABI, KEOPS_VERSION, KEOPS_LLVM_VERSION);
   atomic_init(&k->cpu, NULL);
   return KEOPS_OK;
 }

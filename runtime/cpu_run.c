@@ -3,43 +3,15 @@
  * over j-splits whose partial states the kernel's combine step merges. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
-
-#include <llvm-c/Analysis.h>
 
 #include "cpu_run.h"
 #include "red.h"
 
-static void diagnostic(LLVMDiagnosticInfoRef di, void *ctx) {
-  /* warnings and remarks are dropped; an error becomes the compile's message */
-  if (LLVMGetDiagInfoSeverity(di) != LLVMDSError) return;
-  char *msg = LLVMGetDiagInfoDescription(di);
-  kerr_set(ctx, KEOPS_ERROR_COMPILE, "LLVM: %s", msg);
-  LLVMDisposeMessage(msg);
-}
-
-LLVMModuleRef rt_cpu_module(LLVMContextRef C, const fe_program *p, const cpu_target *t,
-                            const char *name, LLVMTargetMachineRef tm, int optimize, kerr *e) {
-  LLVMContextSetDiagnosticHandler(C, diagnostic, e);
-  LLVMModuleRef m = cpu_build(C, p, t, name, e);
-  if (!m) return NULL;
-  char *msg = NULL;
-  if (LLVMVerifyModule(m, LLVMReturnStatusAction, &msg)) {
-    kerr_set(e, KEOPS_ERROR_COMPILE, "internal error: invalid kernel IR: %.2000s", msg ? msg : "");
-    LLVMDisposeMessage(msg);
-    LLVMDisposeModule(m);
-    return NULL;
-  }
-  LLVMDisposeMessage(msg);
-  if (optimize && cpu_optimize(m, tm, e)) {
-    LLVMDisposeModule(m);
-    return NULL;
-  }
-  return m;
-}
-
 /* Links an object holding NAME and NAME_combine; NULL with e set. */
-static cpu_code *link_object(rt_jit *jit, LLVMMemoryBufferRef obj, const char *name, kerr *e) {
+static cpu_code *link_object(rt_jit *jit, LLVMMemoryBufferRef obj, const char *name,
+                             const fe_program *p, const cpu_target *t, kerr *e) {
   cpu_code *code = malloc(sizeof *code);
   char cname[80];
   snprintf(cname, sizeof cname, "%s_combine", name);
@@ -55,6 +27,8 @@ static cpu_code *link_object(rt_jit *jit, LLVMMemoryBufferRef obj, const char *n
   }
   code->kernel = (cpu_kernel_fn)k;
   code->combine = (cpu_combine_fn)c;
+  code->scratch = cpu_scratch_bytes(p, t, 0);
+  code->combine_scratch = cpu_scratch_bytes(p, t, 1);
   return code;
 }
 
@@ -72,24 +46,19 @@ cpu_code *rt_cpu_compile(rt_jit *jit, const fe_program *p, const cpu_target *t, 
     kerr_clear(&ignored);
     LLVMMemoryBufferRef obj = LLVMCreateMemoryBufferWithMemoryRangeCopy(bytes, n, name);
     free(bytes);
-    cpu_code *code = link_object(jit, obj, name, &ignored);
+    cpu_code *code = link_object(jit, obj, name, p, t, &ignored);
     if (code) {
       *from_disk = 1;
       return code;
     }
     strcat(name, "_c"); /* the failed link may have claimed the names */
   }
-  LLVMTargetMachineRef tm = cpu_target_machine(t, e);
-  if (!tm) return NULL;
-  LLVMContextRef C = LLVMContextCreate();
-  LLVMModuleRef m = rt_cpu_module(C, p, t, name, tm, 1, e);
-  LLVMMemoryBufferRef obj = m ? cpu_emit(m, tm, LLVMObjectFile, e) : NULL;
-  if (m) LLVMDisposeModule(m);
-  LLVMContextDispose(C);
-  LLVMDisposeTargetMachine(tm);
-  if (!obj) return NULL;
-  if (!bytes) rt_disk_store(disk, key, LLVMGetBufferStart(obj), LLVMGetBufferSize(obj));
-  return link_object(jit, obj, name, e);
+  char *code = cpu_compile(p, t, name, KC_OBJ, &n, e);
+  if (!code) return NULL;
+  if (!bytes) rt_disk_store(disk, key, code, n);
+  LLVMMemoryBufferRef obj = LLVMCreateMemoryBufferWithMemoryRangeCopy(code, n, name);
+  free(code);
+  return link_object(jit, obj, name, p, t, e);
 }
 
 /* ---- running ------------------------------------------------------------------------------ */
@@ -101,25 +70,44 @@ typedef struct job {
   int64_t rows, nred, chunk; /* row chunks, or j-splits of `chunk` indices */
   double *partial;           /* j-split mode: nsplit * rows * state doubles */
   size_t state;
+  size_t scratch;            /* bytes of scratch memory a call needs (cpu.h) */
+  atomic_int oom;            /* a task found no memory for its scratch */
 } job;
+
+/* Runs the kernel over rows [i0, i1) and j range [j0, j1) with its scratch memory. */
+static void call(job *J, int64_t i0, int64_t i1, int64_t j0, int64_t j1, double *partial) {
+  void *scratch = NULL;
+  if (J->scratch && !(scratch = aligned_alloc(64, J->scratch))) {
+    atomic_store(&J->oom, 1);
+    return;
+  }
+  J->fn(i0, i1, j0, j1, J->args, J->outs, partial, scratch);
+  free(scratch);
+}
 
 static void row_task(void *ctx, int t) {
   job *J = ctx;
   int64_t i0 = (int64_t)t * J->chunk, i1 = i0 + J->chunk < J->rows ? i0 + J->chunk : J->rows;
-  J->fn(i0, i1, 0, J->nred, J->args, J->outs, NULL);
+  call(J, i0, i1, 0, J->nred, NULL);
 }
 
 static void split_task(void *ctx, int t) {
   job *J = ctx;
   int64_t j0 = (int64_t)t * J->chunk, j1 = j0 + J->chunk < J->nred ? j0 + J->chunk : J->nred;
-  J->fn(0, J->rows, j0, j1, J->args, J->outs, J->partial + (size_t)t * (size_t)J->rows * J->state);
+  call(J, 0, J->rows, j0, j1, J->partial + (size_t)t * (size_t)J->rows * J->state);
+}
+
+static keops_status no_scratch(size_t bytes, kerr *e) {
+  kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory for the kernel's %zu bytes of K-min heaps",
+           bytes);
+  return e->status;
 }
 
 keops_status rt_cpu_run(rt_pool *pool, const cpu_code *code, const fe_program *p, int64_t M,
                         int64_t N, const void *const *args, void *const *outs, int threads,
                         int lanes, kerr *e) {
   int64_t rows = p->axis == 1 ? M : N, nred = p->axis == 1 ? N : M;
-  job J = {code->kernel, args, outs, rows, nred, 0, NULL, 0};
+  job J = {code->kernel, args, outs, rows, nred, 0, NULL, 0, code->scratch, 0};
   if (rows == 0) return KEOPS_OK;
   int64_t blocks = (rows + lanes - 1) / lanes;
   /* Enough row blocks for every thread (4 chunks each, for balance), or too little work to
@@ -128,7 +116,7 @@ keops_status rt_cpu_run(rt_pool *pool, const cpu_code *code, const fe_program *p
     int64_t per = (blocks + 4 * (int64_t)threads - 1) / (4 * (int64_t)threads);
     J.chunk = (per > 0 ? per : 1) * lanes;
     rt_pool_run(pool, threads, (int)((rows + J.chunk - 1) / J.chunk), row_task, &J);
-    return KEOPS_OK;
+    return atomic_load(&J.oom) ? no_scratch(J.scratch, e) : KEOPS_OK;
   }
   red_spec s;
   if (red_spec_init(&s, p->red, p->fdim, p->k, p->scheme, nred, e)) return e->status;
@@ -136,12 +124,16 @@ keops_status rt_cpu_run(rt_pool *pool, const cpu_code *code, const fe_program *p
   J.chunk = (nred + nsplit - 1) / nsplit;
   J.state = s.state;
   J.partial = malloc(sizeof(double) * (size_t)nsplit * (size_t)rows * s.state);
-  if (!J.partial) {
+  void *scratch = code->combine_scratch ? aligned_alloc(64, code->combine_scratch) : NULL;
+  if (!J.partial || (code->combine_scratch && !scratch)) {
+    free(J.partial);
+    free(scratch);
     kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory for %d partial results", nsplit);
     return e->status;
   }
   rt_pool_run(pool, threads, nsplit, split_task, &J);
-  code->combine(0, rows, rows, nsplit, J.partial, outs); /* rows are few here */
+  if (!atomic_load(&J.oom)) code->combine(0, rows, rows, nsplit, J.partial, outs, scratch); /* rows are few here */
   free(J.partial);
-  return KEOPS_OK;
+  free(scratch);
+  return atomic_load(&J.oom) ? no_scratch(J.scratch, e) : KEOPS_OK;
 }

@@ -6,10 +6,6 @@
 #include "disk.h"
 #include "jit.h"
 
-/* Builds the verified (and, if optimize, optimised) kernel module of p for target t in
- * context C; LLVM diagnostics go into e, never to stderr. NULL with e set. */
-LLVMModuleRef rt_cpu_module(LLVMContextRef C, const fe_program *p, const cpu_target *t,
-                            const char *name, LLVMTargetMachineRef tm, int optimize, kerr *e);
 /* Compiles p for t into jit, or links the object the disk cache holds for key (then
  * *from_disk = 1); a compiled object is stored there. The code lives as long as the JIT; the
  * returned struct is the caller's (free). NULL with e set. */

@@ -35,7 +35,7 @@ static void report(void *ctx, LLVMErrorRef err) {
 }
 
 rt_jit *rt_jit_create(kerr *e) {
-  cpu_llvm_init();
+  kc_llvm_init();
   rt_jit *j = calloc(1, sizeof *j);
   if (!j) {
     kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory creating the JIT");

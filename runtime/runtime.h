@@ -27,6 +27,7 @@ struct keops_context {
   rt_disk disk;               /* compiled CPU kernels on disk (KEOPS_CACHE_DIR) */
   int gpu_usable;             /* a driver and a device at creation: where AUTO runs */
   atomic_long disk_loads;     /* kernels taken from the disk cache (tests, keops-bench) */
+  atomic_int refs;            /* the user's handle + one per kernel: freed at zero */
 };
 
 /* Immutable after keops_kernel_create apart from the compiled code pointer, which is set

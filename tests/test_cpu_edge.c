@@ -198,45 +198,51 @@ static sel select_case(int i, const char *test) {
 
 /* ---- sizes around the lane counts; K > N ---------------------------------------------------- */
 
-/* Every (M, N) in {1, 2, 15, 16, 17, 31, 33, 100}^2, K = 3 (so N = 1, 2 have K > N). Integers
- * in [-3, 3]: many exact ties, across lanes and row blocks. */
+/* Every (M, N) in {1, 2, 15, 16, 17, 31, 33, 100}^2, K = 3 (so N = 1, 2 have K > N) and, for
+ * the K-min rows, K = 9 (9 * dim 2 slots: the heap of kgen.c rather than the unrolled
+ * network). Integers in [-3, 3]: many exact ties, across lanes and row blocks. */
 START_TEST(sizes) {
   static const int64_t sz[] = {1, 2, 15, 16, 17, 31, 33, 100};
   sel s = select_case(_i, "sizes");
-  keops_kernel *k = make(s.t, s.c, s.axis, s.dt, 0, 3);
-  for (int a = 0; a < 8; a++)
-    for (int b = 0; b < 8; b++) {
-      data D = data_ints(sz[a], sz[b], -3, 3, (uint64_t)(a * 8 + b));
-      data_cast(&D, s.dt);
-      char what[300];
-      snprintf(what, sizeof what, "%s M=%lld N=%lld", s.what, (long long)sz[a], (long long)sz[b]);
-      check_both(k, s.c, &D, s.axis, s.dt, 0, 0, what);
-      data_free(&D);
-    }
-  keops_kernel_destroy(k);
+  for (int K = 3; K <= (s.c->row->family == RF_KMIN ? 9 : 3); K += 6) {
+    keops_kernel *k = make(s.t, s.c, s.axis, s.dt, 0, K);
+    for (int a = 0; a < 8; a++)
+      for (int b = 0; b < 8; b++) {
+        data D = data_ints(sz[a], sz[b], -3, 3, (uint64_t)(a * 8 + b));
+        data_cast(&D, s.dt);
+        char what[300];
+        snprintf(what, sizeof what, "%s K=%d M=%lld N=%lld", s.what, K, (long long)sz[a], (long long)sz[b]);
+        check_both(k, s.c, &D, s.axis, s.dt, 0, 0, what);
+        data_free(&D);
+      }
+    keops_kernel_destroy(k);
+  }
 }
 END_TEST
 
-/* K = 10 over 4 reduced indices: entries 4..9 of each component are (+inf, -1). */
+/* K = 10 (heap) and 6 (unrolled network) over 4 reduced indices: entries 4..K-1 of each
+ * component are (+inf, -1). */
 START_TEST(k_larger_than_n) {
   static const char *const names[] = {"KMin", "ArgKMin", "KMin_ArgKMin"};
   for (int t = 0; t < NTARGET; t++)
     for (int r = 0; r < 3; r++)
-      for (int axis = 0; axis < 2; axis++) {
+      for (int axis = 0; axis < 4; axis++) {
         ecase c = {red_find(names[r]), 0};
-        keops_kernel *k = make(t, &c, axis, KEOPS_FLOAT32, 0, 10);
-        data D = data_ints(axis ? 5 : 4, axis ? 4 : 5, -3, 3, 9);
+        int K = axis < 2 ? 10 : 6;
+        keops_kernel *k = make(t, &c, axis % 2, KEOPS_FLOAT32, 0, K);
+        int ax = axis % 2;
+        data D = data_ints(ax ? 5 : 4, ax ? 4 : 5, -3, 3, 9);
         data_cast(&D, KEOPS_FLOAT32);
         char what[200];
-        snprintf(what, sizeof what, "K > N: %s axis %d target %s", names[r], axis, target_names[t]);
-        check_both(k, &c, &D, axis, KEOPS_FLOAT32, 0, 0, what);
+        snprintf(what, sizeof what, "K > N: %s K=%d axis %d target %s", names[r], K, ax, target_names[t]);
+        check_both(k, &c, &D, ax, KEOPS_FLOAT32, 0, 0, what);
         outs O = outs_new(k, 5);
         run(k, KEOPS_BACKEND_CPU, D.M, D.N, D.args, &O, 0, what);
         int vo = c.row->outputs & RO_VAL ? 0 : -1, io = c.row->outputs & RO_IDX ? O.n - 1 : -1;
         for (int64_t row = 0; row < 5; row++)
-          for (int q = 4 * 2; q < 10 * 2; q++) { /* k-major: entries k*D + d, D = 2 */
-            if (vo >= 0) ck_assert_msg(((float *)O.o[vo])[row * 20 + q] == INFINITY, "%s", what);
-            if (io >= 0) ck_assert_msg(((int64_t *)O.o[io])[row * 20 + q] == -1, "%s", what);
+          for (int q = 4 * 2; q < K * 2; q++) { /* k-major: entries k*D + d, D = 2 */
+            if (vo >= 0) ck_assert_msg(((float *)O.o[vo])[row * 2 * K + q] == INFINITY, "%s", what);
+            if (io >= 0) ck_assert_msg(((int64_t *)O.o[io])[row * 2 * K + q] == -1, "%s", what);
           }
         outs_free(&O);
         data_free(&D);
@@ -251,7 +257,8 @@ END_TEST
  * [100000, 200000) and combines the JIT's partial states with red.c. Integers in [-20, 20]
  * (sums stay below 2^24: exact in float32) with the extreme values +-100 planted at j = 5,
  * 99999, 100000, 150000, 199999 and +-99 at 7, 100001, 123456, so that ties straddle the split;
- * x has rows 1, -1, 2 (which flips min and max). Both axes (M and N swapped for axis 0). */
+ * x has rows 1, -1, 2 (which flips min and max). Both axes (M and N swapped for axis 0). K-min
+ * rows: K = 1 and 8 (unrolled network), 10 and 100 (heaps). */
 START_TEST(j_split) {
   sel s = select_case(_i, "j-split");
   int64_t big = SPLIT_N, M = s.axis ? 3 : big, N = s.axis ? big : 3;
@@ -267,7 +274,7 @@ START_TEST(j_split) {
   data_cast(&D, s.dt);
   int sums = s.c->row->family == RF_SUM || s.c->row->family == RF_LSE;
   for (int dacc = 0; dacc < (s.dt == KEOPS_FLOAT32 && sums ? 2 : 1); dacc++)
-    for (int K = 1; K <= (s.c->row->family == RF_KMIN ? 10 : 1); K += 9) {
+    for (int K = 1; K <= (s.c->row->family == RF_KMIN ? 100 : 1); K = K == 1 ? 8 : K == 8 ? 10 : 100) {
       keops_kernel *k = make(s.t, s.c, s.axis, s.dt, dacc, K);
       char what[300];
       snprintf(what, sizeof what, "%s K=%d%s", s.what, K, dacc ? " double accumulator" : "");

@@ -325,25 +325,12 @@ static int emit_code(const fe_program *p, enum emit e, const char *target) {
   kerr err;
   kerr_clear(&err);
   cpu_target t;
-  LLVMTargetMachineRef tm = NULL;
-  LLVMContextRef C = LLVMContextCreate();
-  LLVMModuleRef m = NULL;
-  LLVMMemoryBufferRef buf = NULL;
-  if (!cpu_target_pick(&t, target, &err) && (tm = cpu_target_machine(&t, &err)) &&
-      (m = rt_cpu_module(C, p, &t, "keops_kernel", tm, e != EMIT_LLVM, &err))) {
-    if (e == EMIT_ASM) {
-      if ((buf = cpu_emit(m, tm, LLVMAssemblyFile, &err)))
-        fwrite(LLVMGetBufferStart(buf), 1, LLVMGetBufferSize(buf), stdout);
-    } else {
-      char *ir = LLVMPrintModuleToString(m);
-      fputs(ir, stdout);
-      LLVMDisposeMessage(ir);
-    }
-  }
-  if (buf) LLVMDisposeMemoryBuffer(buf);
-  if (m) LLVMDisposeModule(m);
-  LLVMContextDispose(C);
-  if (tm) LLVMDisposeTargetMachine(tm);
+  char *code = NULL;
+  size_t n = 0;
+  kc_out out = e == EMIT_ASM ? KC_ASM : e == EMIT_LLVM ? KC_IR : KC_IR_OPT;
+  if (!cpu_target_pick(&t, target, &err) && (code = cpu_compile(p, &t, "keops_kernel", out, &n, &err)))
+    fwrite(code, 1, n, stdout);
+  free(code);
   if (err.status == KEOPS_OK) return 0;
   fprintf(stderr, "%s\n", err.msg);
   return 1;

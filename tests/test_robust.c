@@ -1,0 +1,290 @@
+/* Valid formulas must never kill the process: regression tests of the defects found by
+ * fuzzing (issue 7), each against the reference interpreter or a closed form.
+ *   - LLVM 19's instcombine fixpoint check exited the process on Sin(ReLU(-x)) and kin;
+ *   - an LLVM fatal error (e.g. "Cannot select") is a KEOPS_ERROR_COMPILE, not an exit;
+ *   - K-min reductions with large K compile in bounded time (heaps, not unrolled networks);
+ *   - constant subexpressions fold in double, as the reference computes them;
+ *   - kernels outlive their context safely.
+ * Tolerances: the formulas below are well conditioned (no cancellation), so the CPU's float32
+ * result is within a few roundings of the double reference: 8 u relative to max(1, |ref|) with
+ * u = 2^-24 (float32) or 2^-53 (float64), plus vmath's 1-2 ulp. */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <llvm-c/Core.h>
+#include <llvm-c/TargetMachine.h>
+
+#include "cpu.h"
+#include "emit.h"
+#include "keops.h"
+#include "testutil.h"
+
+static double seconds(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* A context for target name ("host", "avx2", "generic"), or NULL when this CPU lacks it. */
+static keops_context *context_for(const char *target) {
+  const char *old = getenv("KEOPS_TARGET");
+  char *saved = old ? strdup(old) : NULL;
+  setenv("KEOPS_TARGET", target, 1);
+  keops_context *ctx = NULL;
+  keops_status st = keops_context_create(&ctx);
+  if (saved) setenv("KEOPS_TARGET", saved, 1);
+  else unsetenv("KEOPS_TARGET");
+  free(saved);
+  if (st == KEOPS_ERROR_UNSUPPORTED) return NULL;
+  ck_assert_msg(st == KEOPS_OK, "context for %s: %s", target, keops_last_error());
+  return ctx;
+}
+
+static keops_kernel *make(keops_context *ctx, const char *formula, const char *const *aliases, int n,
+                          const char *red, int axis, keops_dtype dt, int k) {
+  keops_kernel_desc d = {0};
+  d.formula = formula;
+  d.aliases = aliases;
+  d.n_aliases = n;
+  d.reduction = red;
+  d.axis = axis;
+  d.dtype = dt;
+  d.k = k;
+  keops_kernel *kern = NULL;
+  ck_assert_msg(keops_kernel_create(ctx, &d, &kern) == KEOPS_OK, "%s: %s", formula, keops_last_error());
+  return kern;
+}
+
+/* Runs k (of the given axis) on the CPU and the reference over x (M rows) and y (N rows),
+ * both of dim 1, and compares the first output within tol relative to max(1, |ref|). */
+static void compare_cpu_ref(keops_kernel *k, int axis, const double *x, int64_t M, const double *y,
+                            int64_t N, keops_dtype dt, double tol, const char *what) {
+  void *args[2] = {tu_to_dtype(x, M, dt), tu_to_dtype(y, N, dt)};
+  int64_t rows = M > N ? M : N; /* enough for either axis */
+  size_t sz = (size_t)rows * (size_t)keops_kernel_output_dim(k, 0) * 8;
+  void *cpu = malloc(sz), *ref = malloc(sz);
+  keops_run_options o = {0};
+  o.backend = KEOPS_BACKEND_CPU;
+  ck_assert_msg(keops_kernel_run(k, M, N, (const void *const *)args, &cpu, &o) == KEOPS_OK, "%s: %s",
+                what, keops_last_error());
+  o.backend = KEOPS_BACKEND_REFERENCE;
+  ck_assert_msg(keops_kernel_run(k, M, N, (const void *const *)args, &ref, &o) == KEOPS_OK, "%s: %s",
+                what, keops_last_error());
+  int64_t n = (axis ? M : N) * keops_kernel_output_dim(k, 0);
+  for (int64_t q = 0; q < n; q++) {
+    double got = tu_get(cpu, dt, q), want = tu_get(ref, dt, q);
+    ck_assert_msg(fabs(got - want) <= tol * fmax(1, fabs(want)), "%s: entry %lld: CPU %.17g, reference %.17g",
+                  what, (long long)q, got, want);
+  }
+  free(cpu), free(ref), free(args[0]), free(args[1]);
+}
+
+/* ---- 1. the instcombine fixpoint exit ------------------------------------------------------ */
+
+static const char *const fixpoint_formulas[] = {"Sin(ReLU(-x))",  "Acos(ReLU(-x))",      "Asin(ReLU(-x))",
+                                                "Atan(ReLU(-x))", "SinXDivX(ReLU(-x))", "Atan2(ReLU(-x), x)"};
+static const char *const targets[] = {"host", "avx2", "generic"};
+
+/* Each formula, every CPU target, both dtypes and axes: compiles (the process survives) and
+ * agrees with the reference. x in [-1, 1] keeps Asin/Acos defined. */
+START_TEST(instcombine_fixpoint) {
+  const char *f = fixpoint_formulas[_i];
+  static const char *const aliases[] = {"x = Vi(1)", "y = Vj(1)"};
+  double x[37], y[5];
+  tu_rng r = tu_seed(7);
+  for (int q = 0; q < 37; q++) x[q] = tu_uniform(&r, -1, 1);
+  for (int q = 0; q < 5; q++) y[q] = tu_uniform(&r, -1, 1);
+  for (int t = 0; t < 3; t++) {
+    keops_context *ctx = context_for(targets[t]);
+    if (!ctx) continue;
+    for (int dt = 0; dt < 2; dt++)
+      for (int axis = 0; axis < 2; axis++) {
+        keops_dtype d = dt ? KEOPS_FLOAT64 : KEOPS_FLOAT32;
+        keops_kernel *k = make(ctx, f, aliases, 2, "Sum", axis, d, 0);
+        char what[160];
+        snprintf(what, sizeof what, "%s %s %s axis %d", f, targets[t], dt ? "float64" : "float32", axis);
+        /* a sum of N = 5 (axis 1) or M = 37 (axis 0) terms of size <= pi */
+        compare_cpu_ref(k, axis, x, 37, y, 5, d, (dt ? 0x1p-53 : 0x1p-24) * 8 * 37 * 4, what);
+        keops_kernel_destroy(k);
+      }
+    keops_context_destroy(ctx);
+  }
+}
+END_TEST
+
+/* ---- 2. LLVM's fatal errors ---------------------------------------------------------------- */
+
+/* A host module calling an NVPTX intrinsic: the x86 instruction selector cannot select it and
+ * reports a fatal error. */
+static LLVMModuleRef build_unselectable(LLVMContextRef C, const void *arg, kerr *e) {
+  (void)arg, (void)e;
+  LLVMModuleRef m = LLVMModuleCreateWithNameInContext("bad", C);
+  LLVMTypeRef i32 = LLVMInt32TypeInContext(C);
+  LLVMTypeRef fty = LLVMFunctionType(i32, NULL, 0, 0);
+  LLVMValueRef tid = LLVMAddFunction(m, "llvm.nvvm.read.ptx.sreg.tid.x", fty);
+  LLVMValueRef f = LLVMAddFunction(m, "f", fty);
+  LLVMBuilderRef b = LLVMCreateBuilderInContext(C);
+  LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(C, f, "entry"));
+  LLVMBuildRet(b, LLVMBuildCall2(b, fty, tid, NULL, 0, ""));
+  LLVMDisposeBuilder(b);
+  return m;
+}
+
+/* A function without a terminator: invalid IR, which the verifier must catch first. */
+static LLVMModuleRef build_invalid(LLVMContextRef C, const void *arg, kerr *e) {
+  (void)arg, (void)e;
+  LLVMModuleRef m = LLVMModuleCreateWithNameInContext("invalid", C);
+  LLVMValueRef f = LLVMAddFunction(m, "f", LLVMFunctionType(LLVMVoidTypeInContext(C), NULL, 0, 0));
+  LLVMAppendBasicBlockInContext(C, f, "entry");
+  return m;
+}
+
+static char *compile_with(kc_build_fn build, const char *pipeline, kc_out out, kerr *e) {
+  cpu_target t;
+  kerr_clear(e);
+  ck_assert_int_eq(cpu_target_pick(&t, "host", e), 0);
+  LLVMTargetMachineRef tm = cpu_target_machine(&t, e);
+  ck_assert_ptr_nonnull(tm);
+  kc_job j = {tm, build, NULL, pipeline, out};
+  size_t n = 0;
+  char *code = kc_compile(&j, &n, e);
+  LLVMDisposeTargetMachine(tm);
+  return code;
+}
+
+START_TEST(fatal_error_is_a_status) {
+  kerr e;
+  char *code = compile_with(build_unselectable, "function(instcombine)", KC_OBJ, &e);
+  ck_assert_ptr_null(code);
+  ck_assert_int_eq(e.status, KEOPS_ERROR_COMPILE);
+  ck_assert_msg(strstr(e.msg, "fatal error") && strstr(e.msg, "Cannot select"), "%s", e.msg);
+  /* the process and LLVM are still usable: a real kernel compiles and runs */
+  keops_context *ctx = context_for("host");
+  static const char *const aliases[] = {"x = Vi(1)", "y = Vj(1)"};
+  keops_kernel *k = make(ctx, "Exp(x-y)", aliases, 2, "Sum", 1, KEOPS_FLOAT64, 0);
+  double x[3] = {0, 1, 2}, y[2] = {0, 1};
+  compare_cpu_ref(k, 1, x, 3, y, 2, KEOPS_FLOAT64, 1e-14, "after a fatal error");
+  keops_kernel_destroy(k);
+  keops_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(invalid_ir_and_pipeline) {
+  kerr e;
+  ck_assert_ptr_null(compile_with(build_invalid, "function(instcombine)", KC_OBJ, &e));
+  ck_assert_int_eq(e.status, KEOPS_ERROR_COMPILE);
+  ck_assert_msg(strstr(e.msg, "invalid kernel IR"), "%s", e.msg);
+  ck_assert_ptr_null(compile_with(build_unselectable, "no-such-pass", KC_OBJ, &e));
+  ck_assert_int_eq(e.status, KEOPS_ERROR_COMPILE);
+  ck_assert_msg(strstr(e.msg, "optimisation failed") && strstr(e.msg, "no-such-pass"), "%s", e.msg);
+  char *ir = compile_with(build_unselectable, "function(instcombine)", KC_IR, &e);
+  ck_assert_msg(ir && strstr(ir, "llvm.nvvm.read.ptx.sreg.tid.x"), "%s", e.msg); /* IR only */
+  free(ir);
+}
+END_TEST
+
+/* ---- 3. K-min with large K ----------------------------------------------------------------- */
+
+/* K up to the API's limit compiles in bounded time (the unrolled network took 11 s at K = 64
+ * and overflowed the stack near K = 100), and matches the reference exactly: the values are
+ * small integers, so every SqDist is exact and ties are decided by index alone. */
+START_TEST(kmin_large_k) {
+  static const int ks[] = {17, 100, 1000, 100000};
+  int K = ks[_i];
+  keops_context *ctx = context_for("host");
+  static const char *const aliases[] = {"x = Vi(1)", "y = Vj(1)"};
+  double x[40], y[150];
+  tu_rng r = tu_seed(11);
+  for (int q = 0; q < 40; q++) x[q] = floor(tu_uniform(&r, -10, 11));
+  for (int q = 0; q < 150; q++) y[q] = floor(tu_uniform(&r, -10, 11));
+  for (int axis = 0; axis < 2; axis++) {
+    keops_kernel *k = make(ctx, "SqDist(x,y)", aliases, 2, "KMin_ArgKMin", axis, KEOPS_FLOAT32, K);
+    int64_t rows = axis ? 40 : 150, width = K;
+    void *args[2] = {tu_to_dtype(x, 40, KEOPS_FLOAT32), tu_to_dtype(y, 150, KEOPS_FLOAT32)};
+    void *cpu[2] = {malloc((size_t)(rows * width) * 4), malloc((size_t)(rows * width) * 8)};
+    void *ref[2] = {malloc((size_t)(rows * width) * 4), malloc((size_t)(rows * width) * 8)};
+    keops_run_options o = {0};
+    o.backend = KEOPS_BACKEND_CPU;
+    double t0 = seconds();
+    ck_assert_msg(keops_kernel_run(k, 40, 150, (const void *const *)args, cpu, &o) == KEOPS_OK, "%s",
+                  keops_last_error());
+    double dt = seconds() - t0;
+    /* generous: ~0.1 s measured; a regression to unrolling takes minutes */
+    ck_assert_msg(dt < 20, "K = %d: compile and first run took %.1f s", K, dt);
+    o.backend = KEOPS_BACKEND_REFERENCE;
+    ck_assert_int_eq(keops_kernel_run(k, 40, 150, (const void *const *)args, ref, &o), KEOPS_OK);
+    ck_assert_msg(!memcmp(cpu[0], ref[0], (size_t)(rows * width) * 4), "K = %d axis %d: values differ", K, axis);
+    ck_assert_msg(!memcmp(cpu[1], ref[1], (size_t)(rows * width) * 8), "K = %d axis %d: indices differ", K, axis);
+    for (int c = 0; c < 2; c++) free(cpu[c]), free(ref[c]), free(args[c]);
+    keops_kernel_destroy(k);
+  }
+  keops_context_destroy(ctx);
+}
+END_TEST
+
+/* ---- 4. constant folding ------------------------------------------------------------------- */
+
+START_TEST(float_constants_fold) {
+  keops_context *ctx = context_for("host");
+  static const char *const aliases[] = {"x = Vi(1)", "y = Vj(1)"};
+  double x[3] = {1, -2, 0.5}, y[2] = {1, 2};
+  /* 1e20*1e20 overflows float32; folded in double it is 1e10*x, summed over N = 2 */
+  keops_kernel *k = make(ctx, "1e20*1e20/1e30*x", aliases, 2, "Sum", 1, KEOPS_FLOAT32, 0);
+  compare_cpu_ref(k, 1, x, 3, y, 2, KEOPS_FLOAT32, 0x1p-22, "1e20*1e20/1e30*x");
+  keops_kernel_destroy(k);
+  /* 9e111 is inf in float32, 9e111015 in double: the comparison is 0 (the sum of zeros) */
+  k = make(ctx, "(9e111>=9e111015)*x+y", aliases, 2, "Sum", 1, KEOPS_FLOAT32, 0);
+  compare_cpu_ref(k, 1, x, 3, y, 2, KEOPS_FLOAT32, 0, "(9e111>=9e111015)*x+y");
+  keops_kernel_destroy(k);
+  k = make(ctx, "Exp(1e3*1e-3)*x", aliases, 2, "Sum", 1, KEOPS_FLOAT64, 0);
+  double out[3];
+  void *outs[1] = {out};
+  const void *args[2] = {x, y};
+  ck_assert_int_eq(keops_kernel_run(k, 3, 2, args, outs, NULL), KEOPS_OK);
+  for (int q = 0; q < 3; q++) ck_assert_double_eq_tol(out[q], 2 * M_E * x[q], 1e-14);
+  keops_kernel_destroy(k);
+  keops_context_destroy(ctx);
+}
+END_TEST
+
+/* ---- 5. kernels outliving their context ---------------------------------------------------- */
+
+START_TEST(kernel_outlives_context) {
+  keops_context *ctx = context_for("host");
+  static const char *const aliases[] = {"x = Vi(1)", "y = Vj(1)"};
+  keops_kernel *a = make(ctx, "x*y", aliases, 2, "Sum", 1, KEOPS_FLOAT64, 0);
+  keops_kernel *b = make(ctx, "x+y", aliases, 2, "Max", 1, KEOPS_FLOAT64, 0);
+  double x[3] = {1, 2, 3}, y[2] = {4, 5}, out[3];
+  const void *args[2] = {x, y};
+  void *outs[1] = {out};
+  ck_assert_int_eq(keops_kernel_run(a, 3, 2, args, outs, NULL), KEOPS_OK); /* compiled now */
+  keops_context_destroy(ctx);
+  /* the compiled kernel runs again; the other compiles on the released context's JIT */
+  ck_assert_int_eq(keops_kernel_run(a, 3, 2, args, outs, NULL), KEOPS_OK);
+  for (int q = 0; q < 3; q++) ck_assert_double_eq(out[q], 9 * x[q]);
+  keops_kernel_destroy(a);
+  ck_assert_int_eq(keops_kernel_run(b, 3, 2, args, outs, NULL), KEOPS_OK);
+  for (int q = 0; q < 3; q++) ck_assert_double_eq(out[q], 5 + x[q]);
+  keops_kernel_destroy(b); /* frees the context */
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("robust");
+  TCase *tc = tcase_create("robust");
+  tcase_set_timeout(tc, 600);
+  tcase_add_loop_test(tc, instcombine_fixpoint, 0, 6);
+  tcase_add_test(tc, fatal_error_is_a_status);
+  tcase_add_test(tc, invalid_ir_and_pipeline);
+  tcase_add_loop_test(tc, kmin_large_k, 0, 4);
+  tcase_add_test(tc, float_constants_fold);
+  tcase_add_test(tc, kernel_outlives_context);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) { return tu_run(suite(), 0) ? EXIT_FAILURE : EXIT_SUCCESS; }
