@@ -98,6 +98,14 @@ static int optimize(LLVMModuleRef m, const kc_job *j, kerr *e) {
   return -1;
 }
 
+static long count_insts(LLVMModuleRef m) {
+  long n = 0;
+  for (LLVMValueRef f = LLVMGetFirstFunction(m); f; f = LLVMGetNextFunction(f))
+    for (LLVMBasicBlockRef b = LLVMGetFirstBasicBlock(f); b; b = LLVMGetNextBasicBlock(b))
+      for (LLVMValueRef i = LLVMGetFirstInstruction(b); i; i = LLVMGetNextInstruction(i)) n++;
+  return n;
+}
+
 static char *emit(LLVMModuleRef m, const kc_job *j, size_t *len, kerr *e) {
   char *msg = NULL, *out = NULL;
   LLVMMemoryBufferRef buf = NULL;
@@ -115,7 +123,7 @@ static char *emit(LLVMModuleRef m, const kc_job *j, size_t *len, kerr *e) {
 /* Everything that touches LLVM objects of this compile; any step may end in on_fatal. */
 static char *compile(const kc_job *j, LLVMContextRef C, LLVMModuleRef *mp, size_t *len, kerr *e) {
   LLVMContextSetDiagnosticHandler(C, diagnostic, e);
-  LLVMModuleRef m = *mp = j->build(C, j->arg, e);
+  LLVMModuleRef m = *mp = j->build(C, j, e);
   if (!m || e->status != KEOPS_OK) return NULL;
   char *triple = LLVMGetTargetMachineTriple(j->tm), *msg = NULL;
   LLVMSetTarget(m, triple);
@@ -133,6 +141,14 @@ static char *compile(const kc_job *j, LLVMContextRef C, LLVMModuleRef *mp, size_
   if (j->out == KC_IR) return module_text(m, len, e);
   if (optimize(m, j, e)) return NULL;
   if (j->out == KC_IR_OPT) return module_text(m, len, e);
+  long n = j->max_insts > 0 ? count_insts(m) : 0;
+  if (n > j->max_insts && j->max_insts > 0) {
+    kerr_set(e, KEOPS_ERROR_UNSUPPORTED,
+             "the formula is too large for the JIT: its kernel has %ld LLVM instructions after "
+             "optimisation where the limit is %ld; split it into several kernels (the REFERENCE "
+             "backend runs it)", n, j->max_insts);
+    return NULL;
+  }
   return emit(m, j, len, e);
 }
 

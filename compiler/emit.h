@@ -10,7 +10,7 @@
 #include <llvm-c/Core.h>
 #include <llvm-c/TargetMachine.h>
 
-#include "dag.h"
+#include "front.h"
 
 typedef enum kc_out {
   KC_IR,     /* the module's text as built (verified, not optimised) */
@@ -19,17 +19,22 @@ typedef enum kc_out {
   KC_OBJ     /* an object file */
 } kc_out;
 
-/* Builds the module in C (the context is kc_compile's: the module must be made in it).
+typedef struct kc_job kc_job;
+/* Builds the job's module in C (the context is kc_compile's: the module must be made in it).
  * Returns the module or NULL with e set. */
-typedef LLVMModuleRef (*kc_build_fn)(LLVMContextRef C, const void *arg, kerr *e);
+typedef LLVMModuleRef (*kc_build_fn)(LLVMContextRef C, const kc_job *job, kerr *e);
 
-typedef struct kc_job {
+struct kc_job {
   LLVMTargetMachineRef tm; /* sets the module's triple and data layout; not consumed */
   kc_build_fn build;
-  const void *arg;         /* passed to build */
+  const fe_program *p;     /* what build reads: the program, the target's description */
+  const void *target;      /* (cpu_target, gpu_target) and the kernel's symbol name */
+  const char *name;
   const char *pipeline;    /* new-pass-manager pipeline text (unused for KC_IR) */
   kc_out out;
-} kc_job;
+  long max_insts;          /* > 0: more instructions after the pipeline are refused (code
+                              generation time grows faster than linearly with them) */
+};
 
 /* Runs the job. Returns the output (malloc'ed, caller frees; text outputs NUL-terminated)
  * and its size in *len (without the NUL), or NULL with e set. A compile stopped by an LLVM

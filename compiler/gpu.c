@@ -249,7 +249,16 @@ LLVMModuleRef gpu_build(LLVMContextRef C, const fe_program *p, const gpu_target 
   K->D = root->dim;
   K->E = p->red->family == RF_LSE ? root->dim - 1 : 0;
   red_spec spec;
-  if (red_spec_init(&spec, p->red, p->fdim, p->k, p->scheme, 1, e) || lw_init(&K->L, p->d, p->f, e)) {
+  /* K-min heaps live in each thread's local memory, which the driver reserves for every
+   * resident thread of the device: keep it small */
+  int64_t heap = kg_kheap_entries(p, 1, 1) * (kg_tsize(K) + 8);
+  if (heap > GPU_MAX_HEAP)
+    kerr_set(e, KEOPS_ERROR_UNSUPPORTED,
+             "%s with K = %d over %d components needs %lld bytes of heap per row, more than the "
+             "GPU kernel's %d: use the CPU backend, or a smaller K", p->red->name, p->k, p->fdim,
+             (long long)heap, GPU_MAX_HEAP);
+  if (e->status != KEOPS_OK || red_spec_init(&spec, p->red, p->fdim, p->k, p->scheme, 1, e) ||
+      lw_init(&K->L, p->d, p->f, e)) {
     LLVMDisposeBuilder(K->L.bld);
     LLVMDisposeModule(K->L.M);
     return NULL;
@@ -295,19 +304,13 @@ static int known_sm(const char *sm) {
   return 0;
 }
 
-typedef struct gpu_job {
-  const fe_program *p;
-  const gpu_target *t;
-  const char *name;
-} gpu_job;
-
-static LLVMModuleRef build(LLVMContextRef C, const void *arg, kerr *e) {
-  const gpu_job *j = arg;
-  return gpu_build(C, j->p, j->t, j->name, e);
+static LLVMModuleRef build(LLVMContextRef C, const kc_job *j, kerr *e) {
+  return gpu_build(C, j->p, j->target, j->name, e);
 }
 
 char *gpu_emit(const fe_program *p, const gpu_target *t, const char *fname, int ir, kerr *e) {
   kc_llvm_init();
+  if (kg_check_size(p, e)) return NULL;
   if (!known_sm(t->sm)) {
     kerr_set(e, KEOPS_ERROR_UNSUPPORTED, "LLVM %s cannot generate code for %s (it knows %s)",
              LLVM_VERSION_STRING, t->sm, KEOPS_NVPTX_SMS);
@@ -327,9 +330,8 @@ char *gpu_emit(const fe_program *p, const gpu_target *t, const char *fname, int 
     kerr_set(e, KEOPS_ERROR_UNSUPPORTED, "LLVM cannot target %s with %s", t->sm, t->ptx);
     return NULL;
   }
-  gpu_job arg = {p, t, fname};
   /* O3: the GPU loop benefits from unrolling, and PTX is made once per architecture */
-  kc_job j = {tm, build, &arg, "default<O3>", ir ? KC_IR : KC_ASM};
+  kc_job j = {tm, build, p, t, fname, "default<O3>", ir ? KC_IR : KC_ASM, KG_MAX_INSTS};
   size_t len;
   char *out = kc_compile(&j, &len, e);
   LLVMDisposeTargetMachine(tm);

@@ -8,6 +8,7 @@
 #include "front.h"
 
 #define GPU_MAX_BLOCK 256 /* threads per block: the kernel's launch bound */
+#define GPU_MAX_HEAP 16384 /* bytes of K-min heap per thread (local memory) */
 
 typedef struct gpu_target {
   char sm[16];  /* e.g. "sm_90" */

@@ -175,6 +175,45 @@ static void kmin_insert(kb *K, int u, int d, LLVMValueRef x) {
 
 /* ---- K-min heaps (kg_kheap) ----------------------------------------------------------- */
 
+int64_t kg_size(const fe_program *p) {
+  uint32_t n = dag_count(p->d);
+  unsigned char *live = calloc(n, 1);
+  if (!live) return INT64_MAX;
+  int64_t size = 0;
+  live[p->f] = 1;
+  for (uint32_t id = p->f; id > 0; id--) {
+    if (!live[id]) continue;
+    const dag_node *a = dag_get(p->d, id);
+    size += a->dim;
+    for (int c = 0; c < a->nk; c++) {
+      live[a->k[c]] = 1;
+      size += dag_get(p->d, a->k[c])->dim;
+    }
+  }
+  free(live);
+  int64_t D = p->fdim, state;
+  switch (p->red->family) { /* the per-row state, updated for every pair */
+  case RF_KMIN: state = kg_kheap(p) ? 2 * D : 2 * (int64_t)p->k * D; break;
+  case RF_SUM: state = p->scheme == KEOPS_SUM_DIRECT ? D : 2 * D; break;
+  default: state = 2 * D; break;
+  }
+  /* a state entry costs ~32 operations: the states of a row block live across the j loop,
+   * and past the vector registers every one spills (measured: a 100-wide Sum compiles as
+   * slowly as a 3000-operation scalar formula) */
+  return size + 32 * state;
+}
+
+int kg_check_size(const fe_program *p, kerr *e) {
+  int64_t size = kg_size(p);
+  if (size <= KG_MAX_SIZE) return 0;
+  kerr_set(e, KEOPS_ERROR_UNSUPPORTED,
+           "the formula is too large for the JIT: its kernel size is %lld (scalar operations per "
+           "pair, plus 32 per reduction state entry: %d outputs) where the limit is %d; split the "
+           "outputs into several kernels or reduce the dimensions (the REFERENCE backend runs it)",
+           (long long)size, p->fdim, KG_MAX_SIZE);
+  return -1;
+}
+
 int kg_kheap(const fe_program *p) {
   return p->red->family == RF_KMIN && (int64_t)p->k * p->fdim > KG_KMIN_UNROLL;
 }

@@ -35,6 +35,19 @@ typedef struct kb {
  * slots a/ix as the entry threshold) instead of an unrolled sorted network: compile time
  * and code size no longer grow with K, and an insertion costs O(log K). */
 #define KG_KMIN_UNROLL 16
+/* The size of a program's unrolled kernel: scalar operations per pair (each node's dim plus
+ * its operands') plus 32 per state entry updated for each pair. Compile time grows with it,
+ * faster than linearly (LLVM's instruction scheduling of large blocks), so the JIT refuses
+ * programs above KG_MAX_SIZE: a 784-dim Gaussian (6343) compiles in ~1 s on a 2-core
+ * Sapphire Rapids VM, a Sum 128 outputs wide (8320) is refused. */
+#define KG_MAX_SIZE 8192
+/* What the size misses, e.g. a long chain of Sin (each ~60 instructions), is caught after
+ * optimisation: kernels of more LLVM instructions are refused (150 nested Sin: 9071, 1.4 s;
+ * the 784-dim Gaussian 11939, 1.3 s; the seed's gradient 439). */
+#define KG_MAX_INSTS 24000
+int64_t kg_size(const fe_program *p);
+/* 0, or -1 with e set (KEOPS_ERROR_UNSUPPORTED) when p is too large for the JIT. */
+int kg_check_size(const fe_program *p, kerr *e);
 int kg_kheap(const fe_program *p);
 /* Heap entries of a program (per value and index array): one heap of K per component and
  * lane of each of u row blocks of w lanes. */

@@ -207,6 +207,8 @@ static void kmin_accumulate(const red_spec *s, double *st, const double *f, doub
   double *val = st, *idx = st + (size_t)K * D;
   for (int d = 0; d < D; d++) {
     int p = 0;
+    /* most values do not make the K best: one comparison with the last slot tells */
+    if (!goes_before(dir, f[d], j, val[(size_t)(K - 1) * D + d], idx[(size_t)(K - 1) * D + d])) continue;
     /* j is larger than every index held, so "goes before" means empty or strictly better */
     while (p < K && !goes_before(dir, f[d], j, val[(size_t)p * D + d], idx[(size_t)p * D + d])) p++;
     if (p == K) continue;

@@ -7,6 +7,7 @@
 #include <llvm-c/Target.h>
 
 #include "cpu.h"
+#include "kgen.h"
 
 static int has_feature(const char *features, const char *f) {
   size_t n = strlen(f);
@@ -69,30 +70,23 @@ LLVMTargetMachineRef cpu_target_machine(const cpu_target *t, kerr *e) {
   return tm;
 }
 
-typedef struct cpu_job {
-  const fe_program *p;
-  const cpu_target *t;
-  const char *name;
-} cpu_job;
-
-static LLVMModuleRef build(LLVMContextRef C, const void *arg, kerr *e) {
-  const cpu_job *j = arg;
-  return cpu_build(C, j->p, j->t, j->name, e);
+static LLVMModuleRef build(LLVMContextRef C, const kc_job *j, kerr *e) {
+  return cpu_build(C, j->p, j->target, j->name, e);
 }
 
 char *cpu_compile(const fe_program *p, const cpu_target *t, const char *name, kc_out out,
                   size_t *len, kerr *e) {
+  if (kg_check_size(p, e)) return NULL;
   LLVMTargetMachineRef tm = cpu_target_machine(t, e);
   if (!tm) return NULL;
-  cpu_job arg = {p, t, name};
   /* Our IR is already vectorized, hoisted and unrolled by construction: it needs its allocas
    * promoted, vmath inlined and local clean-up, not the whole O2 pipeline (which costs 2-3x
    * the compile time for the same kernel speed, measured with keops-bench). instcombine's
    * fixpoint check is off: LLVM 19 exits the process when a second iteration would still
    * change something (Sin(ReLU(-x))), which is no error of the code. */
-  kc_job j = {tm, build, &arg,
+  kc_job j = {tm, build, p, t, name,
               "always-inline,function(sroa,early-cse<memssa>,instcombine<no-verify-fixpoint>,simplifycfg)",
-              out};
+              out, KG_MAX_INSTS};
   char *code = kc_compile(&j, len, e);
   LLVMDisposeTargetMachine(tm);
   return code;

@@ -59,6 +59,8 @@ static void find_ptxas(void) {
   ptxas[0] = 0;
 }
 
+static int kmin_k = 3; /* K of K-min reductions: 3 unrolls the insertion, 40 keeps heaps */
+
 /* Builds (formula, reduction, axis, dtype), emits PTX for sm, and assembles it. */
 static void check_one(const char *formula, const char *reduction, const char *f2, int axis,
                       keops_dtype dt, const char *sm) {
@@ -70,7 +72,7 @@ static void check_one(const char *formula, const char *reduction, const char *f2
   d.formula2 = f2;
   d.axis = axis;
   d.dtype = dt;
-  d.k = strstr(reduction, "KMin") ? 3 : 0;
+  d.k = strstr(reduction, "KMin") ? kmin_k : 0;
   kerr e;
   kerr_clear(&e);
   fe_program *p = fe_build(&d, &e);
@@ -138,9 +140,11 @@ START_TEST(every_reduction_row) {
   const char *f = lse ? "-SqDist(x,y)" : "SqDist(x,y)+Abs(x-y)";
   const char *red = red_find(r)->f2 != F2_NO ? "x-y" : NULL;
   if (lse && red_find(r)->f2 == F2_NO) red = NULL;
-  for (int dt = 0; dt < 2; dt++)
-    for (int axis = 0; axis < 2; axis++)
-      for (int a = 0; a < 2; a++) check_one(f, r, red, axis, (keops_dtype)dt, ARCHS[a]);
+  for (kmin_k = 3; kmin_k <= (strstr(r, "KMin") ? 40 : 3); kmin_k += 37)
+    for (int dt = 0; dt < 2; dt++)
+      for (int axis = 0; axis < 2; axis++)
+        for (int a = 0; a < 2; a++) check_one(f, r, red, axis, (keops_dtype)dt, ARCHS[a]);
+  kmin_k = 3;
 }
 END_TEST
 

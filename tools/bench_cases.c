@@ -28,6 +28,7 @@ const bcase bc_cases[] = {
 _Static_assert(sizeof bc_cases / sizeof *bc_cases == NCASES, "NCASES must count bc_cases");
 
 const double GAMMA = 1.0, P_SEED = 0.5; /* the parameters g and p */
+int bc_knn_k = 10;
 
 void bc_make_request(const bcase *c, keops_dtype dt, request *r) {
   memset(r, 0, sizeof *r);
@@ -60,7 +61,7 @@ void bc_make_request(const bcase *c, keops_dtype dt, request *r) {
   case K_KNN:
     d->formula = "SqDist(x,y)";
     d->reduction = "ArgKMin";
-    d->k = KNN_K;
+    d->k = bc_knn_k;
     break;
   }
   for (int a = 0; a < n; a++) r->alias_ptr[a] = r->alias[a];

@@ -18,7 +18,8 @@ typedef struct bcase {
   int gpu_only;
 } bcase;
 
-enum { NCASES = 9, MAXARGS = 5, KNN_K = 10, REF_ROWS = 8 };
+enum { NCASES = 9, MAXARGS = 5, REF_ROWS = 8 };
+extern int bc_knn_k; /* K of the knn case (--k, default 10) */
 extern const bcase bc_cases[NCASES];
 extern const double GAMMA, P_SEED; /* the parameters g and p */
 

@@ -54,6 +54,7 @@ static const char usage_text[] =
     "                     or KEOPS_NUM_THREADS)\n"
     "  -M M, -N N         sizes for every case (default: each case's own)\n"
     "  --reps=R           timed runs per measurement (default 3 to 5; tiny 2000)\n"
+    "  --k=K              K of the knn case (default 10; above 16 the kernel keeps heaps)\n"
     "  --target=T         CPU target: host (default, or KEOPS_TARGET), avx512, avx2, generic\n"
     "  --csv              machine-readable output (machine info as '#' lines)\n"
     "  --help             this text\n";
@@ -118,6 +119,7 @@ static int parse_args(int argc, char **argv, opts *o) {
                                             {"reps", required_argument, NULL, 'r'},
                                             {"target", required_argument, NULL, 'T'},
                                             {"csv", no_argument, NULL, 'C'},
+                                            {"k", required_argument, NULL, 'k'},
                                             {"device-pointers", no_argument, NULL, 'P'},
                                             {"help", no_argument, NULL, 'h'},
                                             {NULL, 0, NULL, 0}};
@@ -166,6 +168,10 @@ static int parse_args(int argc, char **argv, opts *o) {
       if (parse_i64(optarg, 1, 100000000, &v))
         return bad_usage("--reps '%s' is not in [1, 1e8]", optarg);
       o->reps = (int)v;
+      break;
+    case 'k':
+      if (parse_i64(optarg, 1, 100000, &v)) return bad_usage("--k '%s' is not in [1, 100000]", optarg);
+      bc_knn_k = (int)v;
       break;
     case 'T': o->target = optarg; break;
     case 'C': o->csv = 1; break;
@@ -219,9 +225,9 @@ static void run_baseline(const bcase *c, keops_dtype dt, int64_t M, int64_t N, c
     break;
   case K_KNN:
     if (f32)
-      bl_knn_f32(M, N, c->D, a[0], a[1], KNN_K, out, threads);
+      bl_knn_f32(M, N, c->D, a[0], a[1], bc_knn_k, out, threads);
     else
-      bl_knn_f64(M, N, c->D, a[0], a[1], KNN_K, out, threads);
+      bl_knn_f64(M, N, c->D, a[0], a[1], bc_knn_k, out, threads);
     break;
   }
 }
@@ -482,7 +488,7 @@ static void run_case(const bcase *c, keops_dtype dt, const opts *o, int threads,
   /* agreement with the baseline, and with the reference interpreter on the first rows */
   size_t nbase = (size_t)base_rows * (size_t)odim;
   if (c->kind == K_KNN)
-    res->err_base = bc_knn_err(out, out_base, base_rows, KNN_K, N, &d, c->D);
+    res->err_base = bc_knn_err(out, out_base, base_rows, bc_knn_k, N, &d, c->D);
   else
     res->err_base = bc_rel_err(out, out_base, odt, nbase);
   if (o->backend != KEOPS_BACKEND_REFERENCE) {
@@ -498,7 +504,7 @@ static void run_case(const bcase *c, keops_dtype dt, const opts *o, int threads,
       goto done;
     }
     if (c->kind == K_KNN)
-      res->err_ref = bc_knn_err(out, out_ref, rr, KNN_K, N, &d, c->D);
+      res->err_ref = bc_knn_err(out, out_ref, rr, bc_knn_k, N, &d, c->D);
     else
       res->err_ref = bc_rel_err(out, out_ref, odt, (size_t)rr * (size_t)odim);
   }
