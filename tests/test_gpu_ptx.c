@@ -162,7 +162,9 @@ START_TEST(kernel_shape) {
   ck_assert_int_eq(gpu_tile_width(p), 4);
   gpu_target t = {"sm_90", "+ptx80"};
   char *ptx = gpu_emit(p, &t, "k", 0, &e);
-  ck_assert_ptr_nonnull(strstr(ptx, ".maxntid 256, 1, 1"));
+  /* LLVM 19 writes ".maxntid 256, 1, 1", LLVM 22 ".maxntid 256" */
+  const char *bound = strstr(ptx, ".maxntid 256");
+  ck_assert_msg(bound && (bound[12] == ',' || bound[12] == '\n'), "no launch bound of 256 in the PTX");
   ck_assert_ptr_nonnull(strstr(ptx, "ld.shared"));
   ck_assert_ptr_nonnull(strstr(ptx, "bar.sync"));
   free(ptx);
