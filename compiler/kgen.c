@@ -356,19 +356,30 @@ static void heap_offer(kb *K, int u, int d, LLVMValueRef x, LLVMValueRef jx) {
   LLVMPositionBuilderAtEnd(B, ins);
   if (K->W == 1) {
     heap_push(K, u, d, kg_i64(K, 0), x, jx);
-  } else {
-    kg_loop lp;
-    LLVMValueRef lane = kg_loop_begin(K, &lp, kg_i64(K, 0), kg_i64(K, K->W));
-    LLVMBasicBlockRef push = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "kpush");
-    LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "knext");
-    LLVMBuildCondBr(B, lane_of(K, c, lane), push, next);
-    LLVMPositionBuilderAtEnd(B, push);
-    heap_push(K, u, d, lane, lane_of(K, x, lane), lane_of(K, jx, lane));
-    LLVMBuildBr(B, next);
-    LLVMPositionBuilderAtEnd(B, next);
-    kg_loop_end(K, &lp, kg_i64(K, 1));
+    LLVMBuildBr(B, cont);
+    LLVMPositionBuilderAtEnd(B, cont);
+    return;
   }
-  LLVMBuildBr(B, cont);
+  /* visit only the lanes that insert (usually one or two of W): lowest set bit first */
+  LLVMValueRef bits = LLVMBuildZExt(B, LLVMBuildBitCast(B, c, LLVMIntTypeInContext(K->L.C, (unsigned)K->W), ""),
+                                    K->i64, "");
+  LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "klanes");
+  LLVMBasicBlockRef push = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "kpush");
+  LLVMBuildBr(B, head);
+  LLVMPositionBuilderAtEnd(B, head);
+  LLVMValueRef m = LLVMBuildPhi(B, K->i64, "");
+  LLVMAddIncoming(m, &bits, &ins, 1);
+  LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntEQ, m, kg_i64(K, 0), ""), cont, push);
+  LLVMPositionBuilderAtEnd(B, push);
+  unsigned id = LLVMLookupIntrinsicID("llvm.cttz", 9);
+  LLVMValueRef cttz = LLVMGetIntrinsicDeclaration(K->L.M, id, &K->i64, 1);
+  LLVMValueRef args[2] = {m, LLVMConstInt(K->i1, 1, 0)}; /* m != 0 here */
+  LLVMValueRef lane = LLVMBuildCall2(B, LLVMIntrinsicGetType(K->L.C, id, &K->i64, 1), cttz, args, 2, "");
+  heap_push(K, u, d, lane, lane_of(K, x, lane), lane_of(K, jx, lane));
+  LLVMValueRef rest = LLVMBuildAnd(B, m, LLVMBuildSub(B, m, kg_i64(K, 1), ""), "");
+  LLVMBasicBlockRef latch = LLVMGetInsertBlock(B);
+  LLVMAddIncoming(m, &rest, &latch, 1);
+  LLVMBuildBr(B, head);
   LLVMPositionBuilderAtEnd(B, cont);
 }
 
