@@ -6,11 +6,13 @@
 #define KEOPS_VMATH_H
 
 #include <llvm-c/Core.h>
+#include <stdint.h>
 
 typedef enum vm_fn {
   VM_EXP,   /* accuracy: <= 2 ulp f32, <= 4 ulp f64 over the whole range, as the others */
   VM_LOG,
-  VM_SIN,   /* |x| up to 1e5 (f32) / 1e9 (f64) within the bound; beyond, still finite in [-1,1] */
+  VM_SIN,   /* within the bound over the whole finite range: Cody-Waite reduction up to 1e5
+               (f32) / 1e9 (f64), exact Payne-Hanek beyond (a slower, out-of-line path) */
   VM_COS,
   VM_POW,   /* pow(x, y) with C99 special cases (pow(x, 0) = 1, negative x with integer y...) */
   VM_ATAN,
@@ -26,9 +28,16 @@ typedef enum vm_fn {
 /* Emits fn(x) (or fn(x, y) for VM_POW and VM_ATAN2) at the builder's position. x and y have
  * the same type: float, double, or a vector of either. The body lives in an internal,
  * always-inline function of `mod` named "keops.<fn>.<type>" created on first use, so the IR
- * stays readable and each variant is emitted once per module. NaN and infinities propagate
- * as libm does; denormal inputs are handled (no flush-to-zero assumed). */
+ * stays readable and each variant is emitted once per module (sin and cos add the noinline
+ * "keops.rem_pio2", "keops.rem_pio2.<vector type>" and the table "keops.two_over_pi"). NaN
+ * and infinities propagate as libm does; denormal inputs are handled (no flush-to-zero
+ * assumed). */
 LLVMValueRef vm_call(LLVMModuleRef mod, LLVMBuilderRef b, vm_fn fn, LLVMValueRef x,
                      LLVMValueRef y);
+
+/* The bits of 2/pi that sin and cos reduce huge arguments with, computed on first use:
+ * word 0 is zero, word j holds fraction bits 64(j-1)+1 .. 64j, most significant first
+ * (word 1 = 0xA2F9836E4E441529). *nwords (if not NULL) gets the count. For tests. */
+const uint64_t *vm_two_over_pi(unsigned *nwords);
 
 #endif
