@@ -6,6 +6,10 @@
 # libxml2-dev and libffi-dev itself. LLVM's cmake config looks for zstd without requiring it;
 # libzstd-dev is listed because linking LLVM statically (llvm-config --link-static) needs it.
 KEOPS_PACKAGES=(cmake gcc libc6-dev make pkg-config llvm-19-dev check libzstd-dev zlib1g-dev)
+# What tools/test.sh's fuzzing step adds: clang (libFuzzer is part of it) and its runtime
+# libraries (libFuzzer, ASan, UBSan), from the same Debian 12 LLVM 19 packages.
+# shellcheck disable=SC2034 # used by tools/test.sh
+KEOPS_FUZZ_PACKAGES=(clang-19 libclang-rt-19-dev)
 
 keops_log() { printf '==> %s\n' "$*"; }
 

@@ -2,8 +2,10 @@
 # Installs what is missing (Debian 12), then builds and runs every test twice: a Release build
 # in build/, and a Debug build with AddressSanitizer + UndefinedBehaviorSanitizer in
 # build-asan/; then the concurrency suite(s) once more under ThreadSanitizer in build-tsan/
-# (only those are built there, to keep CI short). Ends with one summary line; the exit status
-# is 0 only when everything passed. Safe to run again (incremental).
+# (only those are built there, to keep CI short); then the libFuzzer harness (clang-19,
+# build-fuzz/) for KEOPS_FUZZ_SECONDS (default 60; 0 skips it) over tests/fuzz/corpus. Ends
+# with one summary line; the exit status is 0 only when everything passed. Safe to run again
+# (incremental).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source tools/common.sh
@@ -62,7 +64,9 @@ tsan_prefix() {
   [ "$ok" -eq 1 ] && printf '%s' "$prefix"
 }
 
+fuzz_secs=${KEOPS_FUZZ_SECONDS:-60}
 step="installing packages"
+[ "$fuzz_secs" -eq 0 ] || KEOPS_PACKAGES+=("${KEOPS_FUZZ_PACKAGES[@]}")
 keops_install_packages
 
 step="Release build (build/)"
@@ -113,8 +117,43 @@ export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/t
 KEOPS_CACHE_DIR="$PWD/build-tsan/kernel-cache" $prefix ctest --test-dir build-tsan --output-on-failure -R concurrency
 tsan_count=$(ctest --test-dir build-tsan -N -R concurrency | sed -n 's/^Total Tests: //p')
 
+# libFuzzer: the harness tests/fuzz/fuzz_keops.c over the committed seed corpus and dictionary;
+# new inputs go to a temporary directory (the committed corpus stays as it is), a crash input
+# is kept there and the script fails. Compile time is report-only here: a create + first run
+# over the bound (1 s uninstrumented, times the harness's slowdown factor; see fuzz_keops.c)
+# is listed, not failed, so that a slow or loaded machine cannot fail CI for time alone
+# (KEOPS_FUZZ_COMPILE_REPORT=0 makes it fatal).
+fuzz_note=""
+if [ "$fuzz_secs" -gt 0 ]; then
+  step="fuzz build (build-fuzz/)"
+  keops_log "$step"
+  keops_configure build-fuzz -DCMAKE_C_COMPILER=clang-19 -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEOPS_FUZZ=ON
+  keops_build build-fuzz --target keops_fuzz
+  step="fuzzing"
+  fuzz_dir=$(mktemp -d)
+  mkdir "$fuzz_dir/new"
+  keops_log "$step ($fuzz_secs s, new inputs in $fuzz_dir/new)"
+  if ! KEOPS_FUZZ_COMPILE_REPORT=${KEOPS_FUZZ_COMPILE_REPORT:-1} \
+    ASAN_OPTIONS="detect_leaks=$leaks:halt_on_error=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+    build-fuzz/tests/keops_fuzz -dict=tests/fuzz/keops.dict -max_total_time="$fuzz_secs" -timeout=60 \
+    -rss_limit_mb=4096 -max_len=2048 -print_final_stats=1 -artifact_prefix="$fuzz_dir/" \
+    "$fuzz_dir/new" tests/fuzz/corpus >"$fuzz_dir/log" 2>&1; then
+    tail -n 100 "$fuzz_dir/log"
+    echo "error: the fuzzer found a crash; the input and the log are in $fuzz_dir" >&2
+    exit 1
+  fi
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$fuzz_dir/log")
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$fuzz_dir/log")
+  grep -A1 '^keops_fuzz: slow compile' "$fuzz_dir/log" || true
+  grep '^keops_fuzz: [0-9]* inputs' "$fuzz_dir/log" || true
+  slow=$(grep -c '^keops_fuzz: slow compile' "$fuzz_dir/log" || true)
+  keops_log "fuzzing: $execs inputs, $rate exec/s, no crash, $slow slow compiles"
+  fuzz_note=", fuzzed ${fuzz_secs} s: $execs inputs at $rate exec/s, $slow slow compiles"
+  rm -rf "$fuzz_dir"
+fi
+
 step="done"
 leak_note=""
 [ "$leaks" -eq 1 ] || leak_note=", leak checks off"
 echo "test.sh: PASS ($release_count tests in Release, $asan_count under ASan+UBSan$leak_note," \
-  "$tsan_count under TSan)"
+  "$tsan_count under TSan$fuzz_note)"
