@@ -48,13 +48,13 @@
 #define KD_PERT_C 4.0  /* tolerance per unit of measured deviation */
 #define KD_TRIALS 6
 
-/* Workarounds for known open defects, each one constant to raise when its fix lands:
- * the KMin family compiles slowly above K ~ 16 and crashes around K = 72; Sin/Cos lose
- * accuracy for |x| > 1e5 (float32) / 1e9 (float64): terms with larger trig arguments are not
- * judged. */
-#define KD_MAX_K 8
-#define KD_TRIG_MAX_F32 1e4
-#define KD_TRIG_MAX_F64 1e8
+/* Limits of the generated cases. K of the KMin family: up to 40, so heaps (K * dim > 16) and
+ * the unrolled network are both exercised, with the reference (O(K) a pair) still fast.
+ * Sin/Cos terms with arguments past these are not judged: the reduction is exact there too
+ * (issue 7), but one unit of roundoff of such an argument moves the result across [-1, 1]. */
+#define KD_MAX_K 40
+#define KD_TRIG_MAX_F32 1e30
+#define KD_TRIG_MAX_F64 1e300
 /* Inputs stay within [-KD_VALUE_MAX, KD_VALUE_MAX] (and away from the trig defect). */
 #define KD_VALUE_MAX 100.0
 /* Problems larger than this are not run (memory and interpreter time). */
