@@ -212,8 +212,8 @@ int main(void) {
   int failed = tu_run(s, 0); /* the coverage counts span the cases */
   fprintf(stderr,
           "test_diff: seed %llu, cases %ld..%ld: %ld run, %ld judged, %ld mismatches, %ld not "
-          "judgeable; %lld outputs compared, %lld skipped as ill-conditioned, %lld terms at the "
-          "Sin/Cos defect; largest |diff|/tol %.3g; slowest compile+run %.2f s; shapes %.2f s\n",
+          "judgeable; %lld outputs compared, %lld skipped as ill-conditioned, %lld terms with "
+          "Sin/Cos arguments past KD_TRIG_MAX; largest |diff|/tol %.3g; slowest compile+run %.2f s; shapes %.2f s\n",
           (unsigned long long)base_seed, first_case, first_case + n_cases - 1, cov.cases, cov.judged,
           cov.failed, cov.unjudged, (long long)cov.compared, (long long)cov.skipped,
           (long long)cov.trig_skipped, cov.worst, cov.slowest, tinit);

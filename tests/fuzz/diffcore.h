@@ -20,7 +20,7 @@
  * A term whose perturbed values leave the finite range or change class (finite / NaN / +inf /
  * -inf) is unstable: the outputs it feeds are not compared (counted as skipped). So are terms
  * with an intermediate outside the dtype's range (the reference's double would not overflow
- * where the dtype does) and terms that reach a known open defect (KD_TRIG_MAX below). On top
+ * where the dtype does) and terms with Sin/Cos arguments past KD_TRIG_MAX_* (below). On top
  * of the terms, the reductions use tests/matrix.h's model with these per-term tolerances:
  *   Sum: sum of term tolerances + (n + 1) u sum|F| (any order or blocking of n terms);
  *   Min/Max/KMin: an index must be the reference's unless the exact values at the two indices
@@ -55,7 +55,7 @@
 #define KD_MAX_K 40
 #define KD_TRIG_MAX_F32 1e30
 #define KD_TRIG_MAX_F64 1e300
-/* Inputs stay within [-KD_VALUE_MAX, KD_VALUE_MAX] (and away from the trig defect). */
+/* Inputs stay within [-KD_VALUE_MAX, KD_VALUE_MAX]. */
 #define KD_VALUE_MAX 100.0
 /* Problems larger than this are not run (memory and interpreter time). */
 #define KD_MAX_ELEMS 200000

@@ -16,9 +16,9 @@
  * rows, 2048 * threads + up to 2000 reduced indices on 2-4 threads), the input domain and the
  * data seed - all from one 64-bit seed, so a case is reproduced by its seed alone.
  *
- * Excluded on purpose: float literals that are not exact small ratios (Cst nodes: huge
- * literals hit the open constant-folding defect) and K above KD_MAX_K. Ill-conditioned
- * formulas are not excluded here: the oracle measures each term's condition (diffcore.h). */
+ * Not generated: float literals that are not exact small ratios (Cst nodes; the fuzzer's
+ * inputs reach them), K above KD_MAX_K and inputs past KD_VALUE_MAX. Ill-conditioned formulas
+ * are not excluded here: the oracle measures each term's condition (diffcore.h). */
 #ifndef KEOPS_TESTS_GEN_H
 #define KEOPS_TESTS_GEN_H
 
