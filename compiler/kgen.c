@@ -193,7 +193,8 @@ int64_t kg_size(const fe_program *p) {
   free(live);
   int64_t D = p->fdim, state;
   switch (p->red->family) { /* the per-row state, updated for every pair */
-  case RF_KMIN: state = kg_kheap(p) ? 2 * D : 2 * (int64_t)p->k * D; break;
+  case RF_KMIN: state = kg_kheap(p) ? 6 * D : 2 * (int64_t)p->k * D; break; /* a heap's offer
+                                                                            is 3 slots' code */
   case RF_SUM: state = p->scheme == KEOPS_SUM_DIRECT ? D : 2 * D; break;
   default: state = 2 * D; break;
   }
