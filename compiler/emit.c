@@ -8,6 +8,7 @@
  * state). The compile runs on its own thread with a large stack because LLVM's analyses
  * recurse along use chains, and a caller's thread (a pool worker, a fiber) may have little. */
 #include "emit.h"
+#include "kgen.h"
 
 #include <pthread.h>
 #include <setjmp.h>
@@ -122,6 +123,7 @@ static char *emit(LLVMModuleRef m, const kc_job *j, size_t *len, kerr *e) {
 
 /* Everything that touches LLVM objects of this compile; any step may end in on_fatal. */
 static char *compile(const kc_job *j, LLVMContextRef C, LLVMModuleRef *mp, size_t *len, kerr *e) {
+  if (j->p && kg_check_size(j->p, e)) return NULL; /* every target: bounded compile time */
   LLVMContextSetDiagnosticHandler(C, diagnostic, e);
   LLVMModuleRef m = *mp = j->build(C, j, e);
   if (!m || e->status != KEOPS_OK) return NULL;

@@ -310,7 +310,6 @@ static LLVMModuleRef build(LLVMContextRef C, const kc_job *j, kerr *e) {
 
 char *gpu_emit(const fe_program *p, const gpu_target *t, const char *fname, int ir, kerr *e) {
   kc_llvm_init();
-  if (kg_check_size(p, e)) return NULL;
   if (!known_sm(t->sm)) {
     kerr_set(e, KEOPS_ERROR_UNSUPPORTED, "LLVM %s cannot generate code for %s (it knows %s)",
              LLVM_VERSION_STRING, t->sm, KEOPS_NVPTX_SMS);

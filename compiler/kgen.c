@@ -173,7 +173,7 @@ static void kmin_insert(kb *K, int u, int d, LLVMValueRef x) {
 }
 
 
-/* ---- K-min heaps (kg_kheap) ----------------------------------------------------------- */
+/* ---- the size budget (kg_size) -------------------------------------------------------- */
 
 int64_t kg_size(const fe_program *p) {
   uint32_t n = dag_count(p->d);
@@ -214,6 +214,8 @@ int kg_check_size(const fe_program *p, kerr *e) {
            (long long)size, p->fdim, KG_MAX_SIZE);
   return -1;
 }
+
+/* ---- K-min heaps (kg_kheap) ----------------------------------------------------------- */
 
 int kg_kheap(const fe_program *p) {
   return p->red->family == RF_KMIN && (int64_t)p->k * p->fdim > KG_KMIN_UNROLL;

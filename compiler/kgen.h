@@ -46,7 +46,8 @@ typedef struct kb {
  * the 784-dim Gaussian 11939, 1.3 s; the seed's gradient 439). */
 #define KG_MAX_INSTS 24000
 int64_t kg_size(const fe_program *p);
-/* 0, or -1 with e set (KEOPS_ERROR_UNSUPPORTED) when p is too large for the JIT. */
+/* 0, or -1 with e set (KEOPS_ERROR_UNSUPPORTED) when p is too large for the JIT; kc_compile
+ * checks it for every target. */
 int kg_check_size(const fe_program *p, kerr *e);
 int kg_kheap(const fe_program *p);
 /* Heap entries of a program (per value and index array): one heap of K per component and

@@ -76,7 +76,6 @@ static LLVMModuleRef build(LLVMContextRef C, const kc_job *j, kerr *e) {
 
 char *cpu_compile(const fe_program *p, const cpu_target *t, const char *name, kc_out out,
                   size_t *len, kerr *e) {
-  if (kg_check_size(p, e)) return NULL;
   LLVMTargetMachineRef tm = cpu_target_machine(t, e);
   if (!tm) return NULL;
   /* Our IR is already vectorized, hoisted and unrolled by construction: it needs its allocas
