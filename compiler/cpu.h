@@ -16,8 +16,6 @@
  * doubles a row), is written to partial + (i - i0) * state, to be combined by the caller.
  * scratch: cpu_scratch_bytes(p, t, 0) bytes (64-byte aligned) of the caller's, one area per
  * concurrent call; NULL when that is 0. */
-#define CPU_ABI 2 /* in the cache key: bumped when the calling convention or the results of the
-                     generated code change, so older objects on disk are never linked */
 typedef void (*cpu_kernel_fn)(int64_t i0, int64_t i1, int64_t j0, int64_t j1,
                               const void *const *args, void *const *outs, double *partial,
                               void *scratch);

@@ -41,9 +41,40 @@ LLVMValueRef lw_intrinsic(lw *L, const char *name, LLVMValueRef *args, int n) {
   return LLVMBuildCall2(B, fty, fn, args, (unsigned)n, "");
 }
 
+static int is_fabs(LLVMValueRef v) {
+  LLVMValueRef fn = LLVMIsACallInst(v) ? LLVMGetCalledValue(v) : NULL;
+  size_t n;
+  return fn && !strncmp(LLVMGetValueName2(fn, &n), "llvm.fabs.", 10);
+}
+
+/* fcmp, except that |v| against +0 is compared as v: LLVM 19's fcmpImpliesClass reads
+ * `fcmp P fabs(v), 0` as a fact about v's sign (llvm #152824, fixed in 22), so a select
+ * with v as an arm loses its sign: Log(IfElse(Abs(x),x,1.5)) dropped Log's x < 0 -> NaN
+ * case. P' below is the predicate with v P' 0 == |v| P 0. */
+static LLVMValueRef lw_fcmp(lw *L, LLVMRealPredicate p, LLVMValueRef a, LLVMValueRef b) {
+  static const LLVMRealPredicate swapped[16] = {
+      [LLVMRealOGT] = LLVMRealOLT, [LLVMRealOGE] = LLVMRealOLE, [LLVMRealOLT] = LLVMRealOGT,
+      [LLVMRealOLE] = LLVMRealOGE, [LLVMRealUGT] = LLVMRealULT, [LLVMRealUGE] = LLVMRealULE,
+      [LLVMRealULT] = LLVMRealUGT, [LLVMRealULE] = LLVMRealUGE};
+  static const LLVMRealPredicate of_abs[16] = {
+      [LLVMRealOEQ] = LLVMRealOEQ, [LLVMRealOGT] = LLVMRealONE, [LLVMRealOGE] = LLVMRealORD,
+      [LLVMRealOLT] = LLVMRealPredicateFalse, [LLVMRealOLE] = LLVMRealOEQ,
+      [LLVMRealONE] = LLVMRealONE, [LLVMRealORD] = LLVMRealORD, [LLVMRealUNO] = LLVMRealUNO,
+      [LLVMRealUEQ] = LLVMRealUEQ, [LLVMRealUGT] = LLVMRealUNE, [LLVMRealUGE] = LLVMRealPredicateTrue,
+      [LLVMRealULT] = LLVMRealUNO, [LLVMRealULE] = LLVMRealUEQ, [LLVMRealUNE] = LLVMRealUNE,
+      [LLVMRealPredicateTrue] = LLVMRealPredicateTrue};
+  if (LLVMIsNull(a) && is_fabs(b)) {
+    LLVMValueRef t = a;
+    a = b, b = t;
+    if (swapped[p]) p = swapped[p];
+  }
+  if (LLVMIsNull(b) && is_fabs(a)) p = of_abs[p], a = LLVMGetOperand(a, 0);
+  return LLVMBuildFCmp(B, p, a, b, "");
+}
+
 LLVMValueRef lw_select_cmp(lw *L, LLVMRealPredicate p, LLVMValueRef a, LLVMValueRef b,
                            LLVMValueRef t, LLVMValueRef f) {
-  return LLVMBuildSelect(B, LLVMBuildFCmp(B, p, a, b, ""), t, f, "");
+  return LLVMBuildSelect(B, lw_fcmp(L, p, a, b), t, f, "");
 }
 
 LLVMValueRef lw_contract(LLVMValueRef v) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cuda.h"
+#include "keops_build_id.h" /* generated: a digest of the sources (tools/build_id.cmake) */
 #include "runtime.h"
 
 static int online_cores(void) {
@@ -77,8 +78,8 @@ keops_status rt_kernel_init(keops_kernel *k, kerr *e) {
   /* the feature string is ~900 characters: a digest keeps lookups short */
   uint64_t h = 1469598103934665603ull;
   for (const char *c = t->features; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
-  snprintf(k->cpu_key, n, "%s|cpu=%s/%s/%016llx/u%d|abi=%d|keops=%s|llvm=%s", k->prog->key, t->name,
-           t->cpu, (unsigned long long)h, t->u, CPU_ABI, KEOPS_VERSION, KEOPS_LLVM_VERSION);
+  snprintf(k->cpu_key, n, "%s|cpu=%s/%s/%016llx/u%d|keops=%s/%s|llvm=%s", k->prog->key, t->name,
+           t->cpu, (unsigned long long)h, t->u, KEOPS_VERSION, KEOPS_BUILD_ID, KEOPS_LLVM_VERSION);
   atomic_init(&k->cpu, NULL);
   return KEOPS_OK;
 }
