@@ -20,6 +20,7 @@
 
 #include "kgen.h"
 #include "red.h"
+#include "vmath.h"
 
 #define B (K->L.bld)
 
@@ -95,10 +96,10 @@ static void soa_put(kb *K, const kg_sink *o, int kind, LLVMValueRef c, int u, LL
 enum { SC_HV, SC_HI, SC_FVAL, SC_FIDX, SC_PART, SC_N }; /* heaps, finalize and partial buffers */
 
 /* The scratch areas of the kernel (combine = 0) or its combine step, 64-byte aligned. */
-static size_t scratch_layout(const fe_program *p, const cpu_target *t, int combine, size_t off[SC_N]) {
+static size_t scratch_layout(const fe_program *p, const kt_target *t, int combine, size_t off[SC_N]) {
   memset(off, 0, sizeof(size_t) * SC_N);
   if (!kg_kheap(p)) return 0;
-  int f64 = p->dtype == KEOPS_FLOAT64, w = combine ? 1 : f64 ? t->w64 : t->w32, u = combine ? 1 : t->u;
+  int f64 = p->dtype == KEOPS_FLOAT64, w = combine ? 1 : kt_lanes(t, p->dtype), u = combine ? 1 : t->isa->u;
   size_t ts = f64 ? 8 : 4, e = (size_t)kg_kheap_entries(p, w, u), rows = (size_t)w * (size_t)u;
   size_t width = combine ? 0 : (size_t)p->out_dim[0];
   size_t nstate = combine ? 0 : 2 * (size_t)p->k * (size_t)p->fdim; /* red.c's K-min state */
@@ -111,7 +112,7 @@ static size_t scratch_layout(const fe_program *p, const cpu_target *t, int combi
   return at;
 }
 
-size_t cpu_scratch_bytes(const fe_program *p, const cpu_target *t, int combine) {
+size_t cpu_scratch_bytes(const fe_program *p, const kt_target *t, int combine) {
   size_t off[SC_N];
   return scratch_layout(p, t, combine, off);
 }
@@ -154,7 +155,7 @@ static void j_loops(kb *K, LLVMValueRef j0, LLVMValueRef j1) {
 }
 
 
-static void build_body(kb *K, LLVMValueRef *params, const cpu_target *t) {
+static void build_body(kb *K, LLVMValueRef *params, const kt_target *t) {
   const fe_program *p = K->p;
   LLVMValueRef i0 = params[0], i1 = params[1], j0 = params[2], j1 = params[3];
   LLVMValueRef args = params[4], outs = params[5], partial = params[6], scratch = params[7];
@@ -219,20 +220,9 @@ static void build_body(kb *K, LLVMValueRef *params, const cpu_target *t) {
   kg_state_free(K);
 }
 
-/* Combine writes column c of output `kind` in row s->row. */
-static void row_put(kb *K, const kg_sink *s, int kind, LLVMValueRef c, int u, LLVMValueRef lane,
-                    LLVMValueRef v) {
-  const fe_program *p = K->p;
-  int o = kind == KG_IDX && (p->red->outputs & RO_VAL) ? 1 : 0;
-  LLVMTypeRef et = kind == KG_IDX ? K->i64 : K->L.T;
-  LLVMValueRef at = LLVMBuildAdd(B, LLVMBuildMul(B, s->row, kg_i64(K, p->out_dim[o]), ""), c, "");
-  (void)u, (void)lane; /* one row, one lane */
-  kg_store(K, v, kg_gep(K, et, s->out[o], at), kind == KG_IDX ? 8 : kg_tsize(K));
-}
-
 /* fname_combine (cpu.h), one row at a time (W = 1): the code that merges the GPU's j-split
  * states, also run here so that it is tested on every machine. */
-static void build_combine(const fe_program *p, const cpu_target *t, LLVMModuleRef m, LLVMBuilderRef bld,
+static void build_combine(const fe_program *p, const kt_target *t, LLVMModuleRef m, LLVMBuilderRef bld,
                           const char *fname, int state, kerr *e) {
   kb K;
   memset(&K, 0, sizeof K);
@@ -251,31 +241,24 @@ static void build_combine(const fe_program *p, const cpu_target *t, LLVMModuleRe
   LLVMValueRef prm[7];
   LLVMGetParams(K.fn, prm);
   LLVMPositionBuilderAtEnd(bld, LLVMAppendBasicBlockInContext(K.L.C, K.fn, "entry"));
-  kg_sink out = {.put = row_put};
-  for (int o = 0; o < p->nout; o++)
-    out.out[o] = kg_load(&K, K.ptr, kg_gep(&K, K.ptr, prm[5], kg_i64(&K, o)), 8);
+  LLVMValueRef outs[2] = {NULL, NULL};
+  for (int o = 0; o < p->nout; o++) outs[o] = kg_load(&K, K.ptr, kg_gep(&K, K.ptr, prm[5], kg_i64(&K, o)), 8);
   kg_state_alloc(&K);
   size_t off[SC_N];
   if (scratch_layout(p, t, 1, off)) {
     K.hv = scratch_at(&K, prm[6], off[SC_HV]);
     K.hi = scratch_at(&K, prm[6], off[SC_HI]);
   }
-  LLVMTypeRef dt = LLVMDoubleTypeInContext(K.L.C);
-  LLVMValueRef st = kg_i64(&K, state), nrows = prm[2];
-  kg_loop lr, lt;
-  out.row = kg_loop_begin(&K, &lr, prm[0], prm[1]);
-  kg_state_load(&K, 0, kg_gep(&K, dt, prm[4], LLVMBuildMul(bld, out.row, st, "")));
-  LLVMValueRef split = kg_loop_begin(&K, &lt, kg_i64(&K, 1), prm[3]);
-  LLVMValueRef at = LLVMBuildMul(bld, LLVMBuildAdd(bld, LLVMBuildMul(bld, split, nrows, ""), out.row, ""), st, "");
-  kg_state_merge(&K, 0, kg_gep(&K, dt, prm[4], at));
-  kg_loop_end(&K, &lt, kg_i64(&K, 1));
-  kg_finalize(&K, 0, &out);
+  kg_loop lr;
+  LLVMValueRef row = kg_loop_begin(&K, &lr, prm[0], prm[1]);
+  kg_sink out = kg_row_sink(outs, row);
+  kg_combine_row(&K, row, prm[2], prm[3], prm[4], state, &out);
   kg_loop_end(&K, &lr, kg_i64(&K, 1));
   LLVMBuildRetVoid(bld);
   kg_state_free(&K);
 }
 
-LLVMModuleRef cpu_build(LLVMContextRef C, const fe_program *p, const cpu_target *t,
+LLVMModuleRef cpu_build(LLVMContextRef C, const fe_program *p, const kt_target *t,
                         const char *fname, kerr *e) {
   kb K;
   memset(&K, 0, sizeof K);
@@ -286,7 +269,7 @@ LLVMModuleRef cpu_build(LLVMContextRef C, const fe_program *p, const cpu_target 
   K.L.user = &K;
   K.L.load_var = load_var;
   K.L.reload_rows = 1;
-  kg_types(&K, t->w32, t->w64, t->u);
+  kg_types(&K, t->isa->w32, t->isa->w64, t->isa->u);
   const dag_node *root = dag_get(p->d, p->f);
   K.D = root->dim;
   K.E = p->red->family == RF_LSE ? root->dim - 1 : 0;
@@ -295,11 +278,7 @@ LLVMModuleRef cpu_build(LLVMContextRef C, const fe_program *p, const cpu_target 
     LLVMDisposeModule(K.L.M);
     return NULL;
   }
-  if (t->w32 == 16) { /* vmath may use AVX-512's vscalef (see has_scalef) */
-    static const char flag[] = "keops.avx512";
-    LLVMAddModuleFlag(K.L.M, LLVMModuleFlagBehaviorOverride, flag, sizeof flag - 1,
-                      LLVMValueAsMetadata(LLVMConstInt(K.i32, 1, 0)));
-  }
+  vm_set_math(K.L.M, t->isa->math);
   LLVMTypeRef i64 = K.i64, ptr = K.ptr;
   LLVMTypeRef ps[8] = {i64, i64, i64, i64, ptr, ptr, ptr, ptr};
   K.fn = LLVMAddFunction(K.L.M, fname, LLVMFunctionType(LLVMVoidTypeInContext(C), ps, 8, 0));
@@ -311,7 +290,6 @@ LLVMModuleRef cpu_build(LLVMContextRef C, const fe_program *p, const cpu_target 
   red_spec spec;
   if (e->status == KEOPS_OK && !red_spec_init(&spec, p->red, p->fdim, p->k, p->scheme, 1, e))
     build_combine(p, t, m, K.L.bld, fname, (int)spec.state, e);
-  kg_target_attrs(m, t->cpu, t->features, NULL, NULL);
   LLVMDisposeBuilder(K.L.bld);
   lw_free(&K.L);
   if (e->status != KEOPS_OK) {

@@ -28,7 +28,7 @@ struct kc_job {
   LLVMTargetMachineRef tm; /* sets the module's triple and data layout; not consumed */
   kc_build_fn build;
   const fe_program *p;     /* what build reads: the program, the target's description */
-  const void *target;      /* (cpu_target, gpu_target) and the kernel's symbol name */
+  const void *target;      /* (a kt_target, target.h) and the kernel's symbol name */
   const char *name;
   const char *pipeline;    /* new-pass-manager pipeline text (unused for KC_IR) */
   kc_out out;

@@ -1,19 +1,18 @@
-/* The NVPTX kernel (see gpu.h for the ABI): one thread per output row; the j-variables of
- * blockDim.x consecutive j's are staged in shared memory (addrspace 3) by the block's
+/* The thread-per-row kernel (see gpu.h for the ABI): one thread per output row; the
+ * j-variables of blockDim.x consecutive j's are staged in shared memory by the block's
  * threads, then every thread runs the formula over the tile. The formula body and the
- * reduction steps are the CPU's (lower.c, kgen.c) with W = 1 lane. */
+ * reduction steps are the CPU's (lower.c, kgen.c) with W = 1 lane. Index registers,
+ * barriers, shared memory and entry points come from the target's kt_grid hooks (nvptx.c
+ * for NVIDIA GPUs). */
 #include "gpu.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include <llvm-c/Target.h>
-#include <llvm-c/TargetMachine.h>
-
-#include "emit.h"
 #include "kgen.h"
-#include "llvm_compat.h"
 #include "red.h"
+#include "target.h"
+#include "vmath.h"
 
 #define B (K->L.bld)
 
@@ -21,31 +20,16 @@ enum { P_NROWS, P_J0, P_J1, P_PARTIAL, P_ARGS };
 
 typedef struct gk {
   kb K;
+  const kt_grid *grid;
   LLVMValueRef row, valid, by, nrows;
   LLVMValueRef out[2];
   LLVMValueRef partial;
   int state;
 } gk;
 
-static LLVMValueRef call0(kb *K, const char *name) {
-  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
-  return LLVMBuildCall2(B, LLVMIntrinsicGetType(K->L.C, id, NULL, 0),
-                        LLVMGetIntrinsicDeclaration(K->L.M, id, NULL, 0), NULL, 0, "");
-}
-
-static LLVMValueRef sreg(kb *K, const char *name) {
-  return LLVMBuildZExt(B, call0(K, name), K->i64, "");
-}
-
-static void barrier(kb *K) {
-#if KEOPS_NVPTX_BARRIER_CTA
-  unsigned id = LLVMLookupIntrinsicID(KEOPS_NVPTX_BARRIER, strlen(KEOPS_NVPTX_BARRIER));
-  LLVMValueRef zero = LLVMConstInt(K->i32, 0, 0);
-  LLVMBuildCall2(B, LLVMIntrinsicGetType(K->L.C, id, NULL, 0),
-                 LLVMGetIntrinsicDeclaration(K->L.M, id, NULL, 0), &zero, 1, "");
-#else
-  call0(K, KEOPS_NVPTX_BARRIER);
-#endif
+static LLVMValueRef sreg(gk *G, kt_sreg r) {
+  kb *K = &G->K;
+  return LLVMBuildZExt(B, G->grid->sreg(K, r), K->i64, "");
 }
 
 int gpu_tile_width(const fe_program *p) {
@@ -73,22 +57,16 @@ static LLVMValueRef load_var(lw *L, int pos, int cat, int c, int u) {
   return kg_load(K, L->T, kg_gep(K, L->T, K->arg[pos], at), kg_tsize(K));
 }
 
-static void put(kb *K, const kg_sink *o, int kind, LLVMValueRef c, int u, LLVMValueRef lane,
-                LLVMValueRef v) {
+/* The kernel's sinks: a row's outputs (kg_row_sink), or in partial mode its state at
+ * partial + (blockIdx.y * nrows + row) * state, the layout kg_combine_row reads. */
+static void put_partial(kb *K, const kg_sink *o, int kind, LLVMValueRef c, int u, LLVMValueRef lane,
+                        LLVMValueRef v) {
   gk *G = (gk *)K;
-  (void)u, (void)lane; /* one row a thread */
-  if (o->partial) {
-    LLVMValueRef at = LLVMBuildMul(B, LLVMBuildAdd(B, LLVMBuildMul(B, G->by, G->nrows, ""), G->row, ""),
-                                   kg_i64(K, G->state), "");
-    LLVMTypeRef dt = LLVMDoubleTypeInContext(K->L.C);
-    kg_store(K, v, kg_gep(K, dt, G->partial, LLVMBuildAdd(B, at, c, "")), 8);
-    return;
-  }
-  const fe_program *p = K->p;
-  int o_idx = kind == KG_IDX && (p->red->outputs & RO_VAL) ? 1 : 0;
-  LLVMTypeRef et = kind == KG_IDX ? K->i64 : K->L.T;
-  LLVMValueRef at = LLVMBuildAdd(B, LLVMBuildMul(B, G->row, kg_i64(K, p->out_dim[o_idx]), ""), c, "");
-  kg_store(K, v, kg_gep(K, et, G->out[o_idx], at), kind == KG_IDX ? 8 : kg_tsize(K));
+  (void)o, (void)kind, (void)u, (void)lane; /* one row a thread; indices stored as doubles */
+  LLVMValueRef at = LLVMBuildMul(B, LLVMBuildAdd(B, LLVMBuildMul(B, G->by, G->nrows, ""), G->row, ""),
+                                 kg_i64(K, G->state), "");
+  LLVMTypeRef dt = LLVMDoubleTypeInContext(K->L.C);
+  kg_store(K, v, kg_gep(K, dt, G->partial, LLVMBuildAdd(B, at, c, "")), 8);
 }
 
 /* Stages the j-variables of j-range [t, t + blockDim) (clipped to jend) into the tile. */
@@ -123,11 +101,10 @@ static void build_body(gk *G, LLVMValueRef *params, int nstate) {
   G->state = nstate;
   for (int pos = 0; pos < p->args.n; pos++) K->arg[pos] = params[P_ARGS + pos];
   for (int o = 0; o < p->nout; o++) G->out[o] = params[P_ARGS + p->args.n + o];
-  LLVMValueRef tid = sreg(K, "llvm.nvvm.read.ptx.sreg.tid.x");
-  LLVMValueRef bdim = sreg(K, "llvm.nvvm.read.ptx.sreg.ntid.x");
-  LLVMValueRef i = LLVMBuildAdd(B, LLVMBuildMul(B, sreg(K, "llvm.nvvm.read.ptx.sreg.ctaid.x"), bdim, ""), tid, "");
-  G->by = sreg(K, "llvm.nvvm.read.ptx.sreg.ctaid.y");
-  LLVMValueRef gy = sreg(K, "llvm.nvvm.read.ptx.sreg.nctaid.y");
+  LLVMValueRef tid = sreg(G, KT_TID_X), bdim = sreg(G, KT_NTID_X);
+  LLVMValueRef i = LLVMBuildAdd(B, LLVMBuildMul(B, sreg(G, KT_CTAID_X), bdim, ""), tid, "");
+  G->by = sreg(G, KT_CTAID_Y);
+  LLVMValueRef gy = sreg(G, KT_NCTAID_Y);
   G->valid = LLVMBuildICmp(B, LLVMIntSLT, i, G->nrows, "");
   /* threads past the last row still stage tiles and meet the barriers; they compute on the
    * last row and write nothing */
@@ -146,7 +123,7 @@ static void build_body(gk *G, LLVMValueRef *params, int nstate) {
   kg_loop lt, lk;
   LLVMValueRef t = kg_loop_begin(K, &lt, jb0, jb1);
   stage_tile(G, t, jb1, tid);
-  barrier(K);
+  G->grid->barrier(K);
   LLVMValueRef n = kg_smin(K, bdim, LLVMBuildSub(B, jb1, t, ""));
   K->jt = kg_loop_begin(K, &lk, kg_i64(K, 0), n);
   K->j = K->jv = LLVMBuildAdd(B, t, K->jt, "");
@@ -156,7 +133,7 @@ static void build_body(gk *G, LLVMValueRef *params, int nstate) {
   if (f) kg_accumulate(K, 0, f);
   kg_loop_end(K, &lk, kg_i64(K, 1));
   if (p->red->family == RF_SUM && p->scheme == KEOPS_SUM_BLOCK) kg_flush_block(K, 0);
-  barrier(K); /* the tile is overwritten next */
+  G->grid->barrier(K); /* the tile is overwritten next */
   kg_loop_end(K, &lt, bdim);
 
   LLVMBasicBlockRef fin = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "finalize");
@@ -167,7 +144,7 @@ static void build_body(gk *G, LLVMValueRef *params, int nstate) {
   LLVMPositionBuilderAtEnd(B, write);
   LLVMBuildCondBr(B, LLVMBuildIsNull(B, G->partial, ""), fin, part);
   LLVMPositionBuilderAtEnd(B, fin);
-  kg_sink sf = {.put = put}, sp = {.put = put, .partial = 1};
+  kg_sink sf = kg_row_sink(G->out, G->row), sp = {.put = put_partial, .partial = 1};
   kg_finalize(K, 0, &sf);
   LLVMBuildBr(B, done);
   LLVMPositionBuilderAtEnd(B, part);
@@ -183,33 +160,23 @@ static void build_body(gk *G, LLVMValueRef *params, int nstate) {
 static LLVMValueRef build_combine(gk *G) {
   kb *K = &G->K;
   const fe_program *p = K->p;
-  LLVMTypeRef g = LLVMPointerTypeInContext(K->L.C, 1), dt = LLVMDoubleTypeInContext(K->L.C);
+  LLVMTypeRef g = LLVMPointerTypeInContext(K->L.C, G->grid->global_as);
   LLVMTypeRef ps[3 + 2] = {K->i64, K->i64, g, g, g};
   K->fn = LLVMAddFunction(K->L.M, "keops_combine",
                           LLVMFunctionType(LLVMVoidTypeInContext(K->L.C), ps, (unsigned)(3 + p->nout), 0));
   LLVMPositionBuilderAtEnd(B, LLVMAppendBasicBlockInContext(K->L.C, K->fn, "entry"));
-  G->nrows = LLVMGetParam(K->fn, 0);
-  LLVMValueRef nsplit = LLVMGetParam(K->fn, 1), partial = LLVMGetParam(K->fn, 2);
-  for (int o = 0; o < p->nout; o++) G->out[o] = LLVMGetParam(K->fn, (unsigned)(3 + o));
-  LLVMValueRef i = LLVMBuildAdd(B, LLVMBuildMul(B, sreg(K, "llvm.nvvm.read.ptx.sreg.ctaid.x"),
-                                                sreg(K, "llvm.nvvm.read.ptx.sreg.ntid.x"), ""),
-                                sreg(K, "llvm.nvvm.read.ptx.sreg.tid.x"), "");
+  LLVMValueRef nrows = LLVMGetParam(K->fn, 0), outs[2] = {NULL, NULL};
+  for (int o = 0; o < p->nout; o++) outs[o] = LLVMGetParam(K->fn, (unsigned)(3 + o));
+  LLVMValueRef i = LLVMBuildAdd(B, LLVMBuildMul(B, sreg(G, KT_CTAID_X), sreg(G, KT_NTID_X), ""),
+                                sreg(G, KT_TID_X), "");
   LLVMBasicBlockRef work = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "row");
   LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "done");
-  LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntSLT, i, G->nrows, ""), work, done);
+  LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntSLT, i, nrows, ""), work, done);
   LLVMPositionBuilderAtEnd(B, work);
-  G->row = i;
   kg_state_alloc(K);
   kg_kheap_alloca(K);
-  LLVMValueRef st = kg_i64(K, G->state);
-  kg_state_load(K, 0, kg_gep(K, dt, partial, LLVMBuildMul(B, i, st, "")));
-  kg_loop lt;
-  LLVMValueRef t = kg_loop_begin(K, &lt, kg_i64(K, 1), nsplit);
-  LLVMValueRef at = LLVMBuildMul(B, LLVMBuildAdd(B, LLVMBuildMul(B, t, G->nrows, ""), i, ""), st, "");
-  kg_state_merge(K, 0, kg_gep(K, dt, partial, at));
-  kg_loop_end(K, &lt, kg_i64(K, 1));
-  kg_sink sf = {.put = put};
-  kg_finalize(K, 0, &sf);
+  kg_sink out = kg_row_sink(outs, i);
+  kg_combine_row(K, i, nrows, LLVMGetParam(K->fn, 1), LLVMGetParam(K->fn, 2), G->state, &out);
   LLVMBuildBr(B, done);
   LLVMPositionBuilderAtEnd(B, done);
   LLVMBuildRetVoid(B);
@@ -217,34 +184,20 @@ static LLVMValueRef build_combine(gk *G) {
   return K->fn;
 }
 
-static void set_attrs(LLVMModuleRef m, LLVMValueRef kernel, const gpu_target *t, int f32) {
-  /* float32 flushes denormals, as CUDA's fast math: the f32 units then run at full rate */
-  kg_target_attrs(m, t->sm, t->ptx, f32 ? "denormal-fp-math-f32" : NULL, "preserve-sign,preserve-sign");
-  for (LLVMValueRef f = kernel; f; f = LLVMGetNextFunction(f)) /* the kernels come first */
-    if (!LLVMIsDeclaration(f) && LLVMGetLinkage(f) == LLVMExternalLinkage) {
-      LLVMSetFunctionCallConv(f, LLVMPTXKernelCallConv);
-      keops_nvptx_launch_bound(m, f, GPU_MAX_BLOCK);
-    }
-}
-
-LLVMModuleRef gpu_build(LLVMContextRef C, const fe_program *p, const gpu_target *t,
+LLVMModuleRef gpu_build(LLVMContextRef C, const fe_program *p, const kt_target *t,
                         const char *fname, kerr *e) {
   gk G;
   memset(&G, 0, sizeof G);
+  G.grid = t->isa->grid;
   kb *K = &G.K;
   K->p = p;
   K->L.C = C;
   K->L.M = LLVMModuleCreateWithNameInContext(fname, C);
-  LLVMSetTarget(K->L.M, "nvptx64-nvidia-cuda");
   K->L.bld = LLVMCreateBuilderInContext(C);
   K->L.user = &G;
   K->L.load_var = load_var;
   kg_types(K, 1, 1, 1);
-  { /* vmath may use ex2.approx for float32 exp (see exp_gpu_f32) */
-    static const char flag[] = "keops.nvptx.approx";
-    LLVMAddModuleFlag(K->L.M, LLVMModuleFlagBehaviorOverride, flag, sizeof flag - 1,
-                      LLVMValueAsMetadata(LLVMConstInt(K->i32, 1, 0)));
-  }
+  vm_set_math(K->L.M, t->isa->math);
   const dag_node *root = dag_get(p->d, p->f);
   K->D = root->dim;
   K->E = p->red->family == RF_LSE ? root->dim - 1 : 0;
@@ -270,23 +223,21 @@ LLVMModuleRef gpu_build(LLVMContextRef C, const fe_program *p, const gpu_target 
     off += p->args.dim[pos];
   }
   K->tile_width = gpu_tile_width(p);
-  LLVMTypeRef g = LLVMPointerTypeInContext(C, 1); /* global memory */
+  LLVMTypeRef g = LLVMPointerTypeInContext(C, G.grid->global_as);
   int np = P_ARGS + p->args.n + p->nout;
   LLVMTypeRef *ps = malloc(sizeof *ps * (size_t)np);
   for (int q = 0; q < np; q++) ps[q] = q < P_PARTIAL ? K->i64 : g;
   K->fn = LLVMAddFunction(K->L.M, fname, LLVMFunctionType(LLVMVoidTypeInContext(C), ps, (unsigned)np, 0));
   free(ps);
-  K->tile = LLVMAddGlobalInAddressSpace(K->L.M, LLVMArrayType(K->L.T, 0), "keops_tile", 3);
-  LLVMSetAlignment(K->tile, 16);
+  K->tile = G.grid->shared(K, K->L.T);
   LLVMPositionBuilderAtEnd(K->L.bld, LLVMAppendBasicBlockInContext(C, K->fn, "entry"));
   LLVMValueRef *params = malloc(sizeof *params * (size_t)np);
   LLVMGetParams(K->fn, params);
   build_body(&G, params, (int)spec.state);
   free(params);
-  LLVMValueRef main_fn = K->fn;
-  build_combine(&G);
+  G.grid->entry(K->L.M, K->fn);
+  G.grid->entry(K->L.M, build_combine(&G));
   LLVMModuleRef m = K->L.M;
-  set_attrs(m, main_fn, t, p->dtype == KEOPS_FLOAT32);
   LLVMDisposeBuilder(K->L.bld);
   lw_free(&K->L);
   if (e->status != KEOPS_OK) {
@@ -294,45 +245,4 @@ LLVMModuleRef gpu_build(LLVMContextRef C, const fe_program *p, const gpu_target 
     return NULL;
   }
   return m;
-}
-
-static int known_sm(const char *sm) {
-  static const char sms[] = KEOPS_NVPTX_SMS;
-  size_t n = strlen(sm);
-  for (const char *s = sms; n && (s = strstr(s, sm)); s += n)
-    if ((s == sms || s[-1] == ' ') && (s[n] == ' ' || s[n] == 0)) return 1;
-  return 0;
-}
-
-static LLVMModuleRef build(LLVMContextRef C, const kc_job *j, kerr *e) {
-  return gpu_build(C, j->p, j->target, j->name, e);
-}
-
-char *gpu_emit(const fe_program *p, const gpu_target *t, const char *fname, int ir, kerr *e) {
-  kc_llvm_init();
-  if (!known_sm(t->sm)) {
-    kerr_set(e, KEOPS_ERROR_UNSUPPORTED, "LLVM %s cannot generate code for %s (it knows %s)",
-             LLVM_VERSION_STRING, t->sm, KEOPS_NVPTX_SMS);
-    return NULL;
-  }
-  static const char triple[] = "nvptx64-nvidia-cuda";
-  LLVMTargetRef target;
-  char *msg = NULL;
-  if (LLVMGetTargetFromTriple(triple, &target, &msg)) {
-    kerr_set(e, KEOPS_ERROR_UNSUPPORTED, "this LLVM has no NVPTX target: %s", msg ? msg : "");
-    LLVMDisposeMessage(msg);
-    return NULL;
-  }
-  LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, t->sm, t->ptx, LLVMCodeGenLevelAggressive,
-                                                    LLVMRelocDefault, LLVMCodeModelDefault);
-  if (!tm) {
-    kerr_set(e, KEOPS_ERROR_UNSUPPORTED, "LLVM cannot target %s with %s", t->sm, t->ptx);
-    return NULL;
-  }
-  /* O3: the GPU loop benefits from unrolling, and PTX is made once per architecture */
-  kc_job j = {tm, build, p, t, fname, "default<O3>", ir ? KC_IR : KC_ASM, KG_MAX_INSTS};
-  size_t len;
-  char *out = kc_compile(&j, &len, e);
-  LLVMDisposeTargetMachine(tm);
-  return out;
 }

@@ -87,13 +87,19 @@ void kg_init(kb *K, int u);
 void kg_accumulate(kb *K, int u, LLVMValueRef *f); /* K->jv must hold the current index */
 void kg_flush_block(kb *K, int u);
 void kg_finalize(kb *K, int u, const kg_sink *o);
-/* Sets "target-cpu" / "target-features" (and key = val when key is not NULL) and nounwind on
- * every function defined in m, so every function is compiled for the same ISA. */
-void kg_target_attrs(LLVMModuleRef m, const char *cpu, const char *features, const char *key,
-                     const char *val);
 /* red.c's double state at base (W = 1): load into the slots / merge a state of later
  * indices into them. */
 void kg_state_load(kb *K, int u, LLVMValueRef base);
 void kg_state_merge(kb *K, int u, LLVMValueRef base);
+
+/* The j-split's second step, one skeleton for every target (combine.c). A split's kernel
+ * leaves each row's state, in red.c's double layout of `state` doubles, at
+ * partial + (s * nrows + row) * state for split s; kg_combine_row merges splits 0 .. nsplit-1
+ * of `row` in order and finalizes into row `row` of the outputs (kg_row_sink). */
+void kg_combine_row(kb *K, LLVMValueRef row, LLVMValueRef nrows, LLVMValueRef nsplit,
+                    LLVMValueRef partial, int64_t state, const kg_sink *out);
+/* A sink writing finalized values to row `row` of the user's outputs outs[0] (and outs[1]
+ * when the reduction has two; outs has two entries). */
+kg_sink kg_row_sink(const LLVMValueRef *outs, LLVMValueRef row);
 
 #endif

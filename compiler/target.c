@@ -1,92 +1,110 @@
-/* CPU targets: which one, its target machine, and its compile (see cpu.h). */
-#include <pthread.h>
+/* Choosing a target, its target machine and the one compile path (see target.h). */
+#include "target.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <llvm-c/Target.h>
 
-#include "cpu.h"
 #include "kgen.h"
 
-static int has_feature(const char *features, const char *f) {
-  size_t n = strlen(f);
-  for (const char *s = features; (s = strstr(s, f)); s += n)
-    if ((s == features || s[-1] == ',') && (s[n] == ',' || s[n] == 0)) return 1;
-  return 0;
-}
+/* The CPU targets in the host's order of preference: the first that runs on the host is
+ * "host". A new CPU target is a line here plus its file. */
+static const kt_isa *const cpu_isas[] = {&kt_avx512, &kt_avx2, &kt_generic};
+enum { N_CPU = sizeof cpu_isas / sizeof *cpu_isas };
 
-static void set(cpu_target *t, const char *name, const char *cpu, const char *features, int w32) {
-  snprintf(t->name, sizeof t->name, "%s", name);
+void kt_set(kt_target *t, const kt_isa *isa, const char *cpu, const char *features) {
+  t->isa = isa;
   snprintf(t->cpu, sizeof t->cpu, "%s", cpu);
   snprintf(t->features, sizeof t->features, "%s", features);
-  t->w32 = w32;
-  t->w64 = w32 > 1 ? w32 / 2 : 1;
-  t->u = 2; /* 1 to 4 measured equal on gauss3: the kernel is bound by arithmetic */
 }
 
-int cpu_target_pick(cpu_target *t, const char *name, kerr *e) {
+int kt_lanes(const kt_target *t, keops_dtype dt) {
+  return dt == KEOPS_FLOAT64 ? t->isa->w64 : t->isa->w32;
+}
+
+int kt_pick(kt_target *t, const char *name, kerr *e) {
   kc_llvm_init();
   if (!name || !*name) name = getenv("KEOPS_TARGET");
   if (!name || !*name) name = "host";
+  char *triple = LLVMGetDefaultTargetTriple();
   char *hcpu = LLVMGetHostCPUName(), *hfeat = LLVMGetHostCPUFeatures();
-  int avx512 = has_feature(hfeat, "+avx512f"), avx2 = has_feature(hfeat, "+avx2") && has_feature(hfeat, "+fma");
-  int rc = 0;
-  if (!strcmp(name, "host")) {
-    set(t, avx512 ? "avx512" : avx2 ? "avx2" : "generic", hcpu, hfeat, avx512 ? 16 : avx2 ? 8 : 1);
-  } else if (!strcmp(name, "avx512") && avx512) {
-    set(t, "avx512", hcpu, hfeat, 16);
-  } else if (!strcmp(name, "avx2") && avx2) {
-    set(t, "avx2", "haswell", "", 8); /* what an AVX2 machine without AVX-512 runs */
-  } else if (!strcmp(name, "generic")) {
-    set(t, "generic", "x86-64", "", 1);
-  } else {
-    int known = !strcmp(name, "avx512") || !strcmp(name, "avx2");
-    kerr_set(e, known ? KEOPS_ERROR_UNSUPPORTED : KEOPS_ERROR_ARGUMENT,
-             known ? "target '%s' is not supported by this CPU (%s)"
-                   : "unknown target '%s' (expected host, avx512, avx2 or generic; CPU %s)",
-             name, hcpu);
-    rc = -1;
+  int host = !strcmp(name, "host"), rc = -1;
+  const kt_isa *known = NULL;
+  for (int q = 0; q < N_CPU && rc; q++) {
+    const kt_isa *isa = cpu_isas[q];
+    if (!host && strcmp(name, isa->name)) continue;
+    known = isa;
+    if (!isa->runs_on(triple, hfeat)) continue;
+    /* the host's best target compiles for the host CPU itself */
+    kt_set(t, isa, host || !isa->cpu ? hcpu : isa->cpu, host || !isa->features ? hfeat : isa->features);
+    rc = 0;
   }
+  if (rc && known && !host)
+    kerr_set(e, KEOPS_ERROR_UNSUPPORTED, "target '%s' is not supported by this CPU (%s)", name, hcpu);
+  else if (rc && !host) {
+    char names[128] = "host";
+    for (int q = 0; q < N_CPU; q++)
+      snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", q == N_CPU - 1 ? " or " : ", ",
+               cpu_isas[q]->name);
+    kerr_set(e, KEOPS_ERROR_ARGUMENT, "unknown target '%s' (expected %s; CPU %s)", name, names, hcpu);
+  } else if (rc)
+    kerr_set(e, KEOPS_ERROR_UNSUPPORTED, "no CPU target of keops runs on %s (%s)", triple, hcpu);
+  LLVMDisposeMessage(triple);
   LLVMDisposeMessage(hcpu);
   LLVMDisposeMessage(hfeat);
   return rc;
 }
 
-LLVMTargetMachineRef cpu_target_machine(const cpu_target *t, kerr *e) {
+LLVMTargetMachineRef kt_machine(const kt_target *t, kerr *e) {
   kc_llvm_init();
-  char *triple = LLVMGetDefaultTargetTriple(), *msg = NULL;
+  const kt_isa *isa = t->isa;
+  if (isa->check && isa->check(t, e)) return NULL;
+  char *triple = isa->triple ? NULL : LLVMGetDefaultTargetTriple(), *msg = NULL;
+  const char *tr = isa->triple ? isa->triple : triple;
   LLVMTargetRef target;
   LLVMTargetMachineRef tm = NULL;
-  if (LLVMGetTargetFromTriple(triple, &target, &msg)) {
-    kerr_set(e, KEOPS_ERROR_COMPILE, "no LLVM target for %s: %s", triple, msg ? msg : "");
+  if (LLVMGetTargetFromTriple(tr, &target, &msg)) {
+    kerr_set(e, KEOPS_ERROR_UNSUPPORTED, "this LLVM has no target for %s: %s", tr, msg ? msg : "");
   } else {
-    tm = LLVMCreateTargetMachine(target, triple, t->cpu, t->features, LLVMCodeGenLevelAggressive,
-                                 LLVMRelocPIC, LLVMCodeModelJITDefault);
-    if (!tm) kerr_set(e, KEOPS_ERROR_COMPILE, "LLVM could not create a target machine for %s", t->cpu);
+    tm = LLVMCreateTargetMachine(target, tr, t->cpu, t->features, LLVMCodeGenLevelAggressive,
+                                 isa->reloc, isa->code_model);
+    if (!tm)
+      kerr_set(e, KEOPS_ERROR_UNSUPPORTED, "LLVM cannot target %s with %s (%s)", t->cpu, t->features, tr);
   }
   LLVMDisposeMessage(msg);
-  LLVMDisposeMessage(triple);
+  if (triple) LLVMDisposeMessage(triple);
   return tm;
 }
 
 static LLVMModuleRef build(LLVMContextRef C, const kc_job *j, kerr *e) {
-  return cpu_build(C, j->p, j->target, j->name, e);
+  const kt_target *t = j->target;
+  LLVMModuleRef m = t->isa->build(C, j->p, t, j->name, e);
+  if (m) t->isa->attrs(m, t, j->p);
+  return m;
 }
 
-char *cpu_compile(const fe_program *p, const cpu_target *t, const char *name, kc_out out,
-                  size_t *len, kerr *e) {
-  LLVMTargetMachineRef tm = cpu_target_machine(t, e);
+char *kt_compile(const fe_program *p, const kt_target *t, const char *name, kc_out out,
+                 size_t *len, kerr *e) {
+  LLVMTargetMachineRef tm = kt_machine(t, e);
   if (!tm) return NULL;
-  /* Our IR is already vectorized, hoisted and unrolled by construction: it needs its allocas
-   * promoted, vmath inlined and local clean-up, not the whole O2 pipeline (which costs 2-3x
-   * the compile time for the same kernel speed, measured with keops-bench). instcombine's
-   * fixpoint check is off: LLVM 19 exits the process when a second iteration would still
-   * change something (Sin(ReLU(-x))), which is no error of the code. */
-  kc_job j = {tm, build, p, t, name,
-              "always-inline,function(sroa,early-cse<memssa>,instcombine<no-verify-fixpoint>,simplifycfg)",
-              out, KG_MAX_INSTS};
+  kc_job j = {tm, build, p, t, name, t->isa->pipeline, out, KG_MAX_INSTS};
   char *code = kc_compile(&j, len, e);
   LLVMDisposeTargetMachine(tm);
   return code;
+}
+
+void kt_function_attrs(LLVMModuleRef m, const kt_target *t, const char *key, const char *val) {
+  LLVMContextRef C = LLVMGetModuleContext(m);
+  const char *kv[3][2] = {{"target-cpu", t->cpu}, {"target-features", t->features}, {key, val}};
+  unsigned nounwind = LLVMGetEnumAttributeKindForName("nounwind", 8);
+  for (LLVMValueRef f = LLVMGetFirstFunction(m); f; f = LLVMGetNextFunction(f)) {
+    if (LLVMIsDeclaration(f)) continue;
+    for (int a = 0; a < 3 && kv[a][0]; a++)
+      LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex,
+                              LLVMCreateStringAttribute(C, kv[a][0], (unsigned)strlen(kv[a][0]), kv[a][1],
+                                                        (unsigned)strlen(kv[a][1])));
+    LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(C, nounwind, 0));
+  }
 }

@@ -205,19 +205,28 @@ static const double EXP_D[] = {0.5000000000000001,     0.16666666666666644,   0.
                                2.506816919552597e-08};
 static const cset EXP_P = CSET(EXP_F, EXP_D);
 
-/* exp(x + lo) with |lo| tiny against x (pow's double-double correction) or lo NULL.
- * n = round(x/ln2), r = x - n*ln2 by Cody-Waite (ln2_hi has 32 / 9 bits, so n*ln2_hi and
- * x - n*ln2_hi are exact), e^r = 1 + r + r^2 P(r), times 2^n in two steps 2^(n>>1) and
- * 2^(n - n>>1): each factor is a normal number, the result rounds once into the denormals
- * and overflows to inf by itself. x is clamped first so that n stays in range; the clamp
- * keeps NaN. */
-/* The one target-specific shortcut: when the module flag "keops.avx512" is set (cpu.c sets
- * it for AVX-512 targets) and the vector is 512 bits wide, vscalefps/pd computes p * 2^n
- * for any n with a single rounding (denormal results, overflow to inf), replacing the
- * two-step exponent construction and its 9 integer and multiply operations. */
+/* The target's shortcuts travel with the module as flags (one per shortcut, present when
+ * allowed), so that vm_call needs no target argument and every function of a module agrees. */
+static const char *const MATH_FLAGS[] = {"keops.math.scalef", "keops.math.ex2_approx"};
+
+void vm_set_math(LLVMModuleRef m, unsigned flags) {
+  LLVMValueRef one = LLVMConstInt(LLVMInt32TypeInContext(LLVMGetModuleContext(m)), 1, 0);
+  for (unsigned b = 0; b < sizeof MATH_FLAGS / sizeof *MATH_FLAGS; b++)
+    if (flags & (1u << b))
+      LLVMAddModuleFlag(m, LLVMModuleFlagBehaviorOverride, MATH_FLAGS[b], strlen(MATH_FLAGS[b]),
+                        LLVMValueAsMetadata(one));
+}
+
+static int has_math(const vm *v, unsigned flag) {
+  unsigned b = (unsigned)__builtin_ctz(flag);
+  return LLVMGetModuleFlag(v->mod, MATH_FLAGS[b], strlen(MATH_FLAGS[b])) != NULL;
+}
+
+/* VM_MATH_SCALEF, on 512-bit vectors: vscalefps/pd computes p * 2^n for any n with a single
+ * rounding (denormal results, overflow to inf), replacing the two-step exponent
+ * construction and its 9 integer and multiply operations. */
 static int has_scalef(const vm *v) {
-  static const char flag[] = "keops.avx512";
-  return v->lanes * (v->dbl ? 64u : 32u) == 512 && LLVMGetModuleFlag(v->mod, flag, sizeof flag - 1);
+  return v->lanes * (v->dbl ? 64u : 32u) == 512 && has_math(v, VM_MATH_SCALEF);
 }
 
 static LLVMValueRef scalef(const vm *v, LLVMValueRef p, LLVMValueRef n) {
@@ -230,6 +239,12 @@ static LLVMValueRef scalef(const vm *v, LLVMValueRef p, LLVMValueRef n) {
                         LLVMGetIntrinsicDeclaration(v->mod, id, NULL, 0), args, 5, "");
 }
 
+/* exp(x + lo) with |lo| tiny against x (pow's double-double correction) or lo NULL.
+ * n = round(x/ln2), r = x - n*ln2 by Cody-Waite (ln2_hi has 32 / 9 bits, so n*ln2_hi and
+ * x - n*ln2_hi are exact), e^r = 1 + r + r^2 P(r), times 2^n in two steps 2^(n>>1) and
+ * 2^(n - n>>1): each factor is a normal number, the result rounds once into the denormals
+ * and overflows to inf by itself. x is clamped first so that n stays in range; the clamp
+ * keeps NaN. */
 static LLVMValueRef exp_core(const vm *v, LLVMValueRef x, LLVMValueRef lo) {
   LLVMValueRef hi = KP(v, 710.0, 89.0), low = KP(v, -746.0, -105.0); /* beyond over/underflow */
   x = sel(v, fcmp(v, LLVMRealOGT, x, hi), hi, x);
@@ -860,7 +875,7 @@ static LLVMValueRef acos_fn(const vm *v, LLVMValueRef x) {
 static const char *const FN_NAME[VM_COUNT] = {"exp",  "log",  "sin",  "cos",   "pow",   "atan",
                                               "atan2", "asin", "acos", "sqrt", "floor", "round"};
 
-/* The GPU's float32 shortcut, when the module flag "keops.nvptx.approx" is set (gpu.c):
+/* VM_MATH_EX2_APPROX, the GPU's float32 shortcut:
  * exp(x) = ex2.approx(t) * (1 + e ln2) with t = x log2(e) rounded and e its error (one FMA
  * and log2(e)'s low part), so the product's rounding (|x| 2^-24, i.e. 40 ulp at x = 80) does
  * not reach the result: ex2.approx's 2^-22.5 plus a few roundings, about 2-3 ulp (by this
@@ -868,8 +883,7 @@ static const char *const FN_NAME[VM_COUNT] = {"exp",  "log",  "sin",  "cos",   "
  * (llvm_compat.h): the first that exists is used, else the polynomial. */
 static LLVMValueRef ex2_approx(const vm *v, LLVMValueRef t) {
   static const char *const names[] = KEOPS_NVPTX_EX2_NAMES;
-  static const char flag[] = "keops.nvptx.approx";
-  if (v->dbl || v->lanes || !LLVMGetModuleFlag(v->mod, flag, sizeof flag - 1)) return NULL;
+  if (v->dbl || v->lanes || !has_math(v, VM_MATH_EX2_APPROX)) return NULL;
   for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
     unsigned id = LLVMLookupIntrinsicID(names[k], strlen(names[k]));
     if (!id) continue;

@@ -40,4 +40,10 @@ LLVMValueRef vm_call(LLVMModuleRef mod, LLVMBuilderRef b, vm_fn fn, LLVMValueRef
  * (word 1 = 0xA2F9836E4E441529). *nwords (if not NULL) gets the count. For tests. */
 const uint64_t *vm_two_over_pi(unsigned *nwords);
 
+/* Target shortcuts (kt_isa.math), recorded in the module by vm_set_math before vm_call:
+ *   VM_MATH_SCALEF      AVX-512's vscalef scales exp's result by 2^n in one rounding;
+ *   VM_MATH_EX2_APPROX  PTX's ex2.approx.f32 computes float32 exp's 2^t (about 2-3 ulp). */
+enum { VM_MATH_SCALEF = 1, VM_MATH_EX2_APPROX = 2 };
+void vm_set_math(LLVMModuleRef m, unsigned flags);
+
 #endif

@@ -29,7 +29,7 @@ static void describe_gpu(keops_context *ctx) {
 }
 
 keops_status rt_context_init(keops_context *ctx, kerr *e) {
-  if (cpu_target_pick(&ctx->target, NULL, e)) return e->status;
+  if (kt_pick(&ctx->target, NULL, e)) return e->status;
   ctx->nthreads = online_cores();
   const char *env = getenv("KEOPS_NUM_THREADS");
   if (env && *env) {
@@ -50,7 +50,7 @@ keops_status rt_context_init(keops_context *ctx, kerr *e) {
   ctx->gpu_usable = rt_gpu_usable(); /* once: AUTO must not ask the driver on every run */
   atomic_init(&ctx->disk_loads, 0);
   snprintf(ctx->describe[KEOPS_BACKEND_CPU], sizeof ctx->describe[0],
-           "CPU JIT (%s, %s, %d thread%s)", ctx->target.name, ctx->target.cpu, ctx->nthreads,
+           "CPU JIT (%s, %s, %d thread%s)", ctx->target.isa->name, ctx->target.cpu, ctx->nthreads,
            ctx->nthreads > 1 ? "s" : "");
   describe_gpu(ctx);
   snprintf(ctx->describe[KEOPS_BACKEND_REFERENCE], sizeof ctx->describe[0],
@@ -69,7 +69,7 @@ void rt_context_fini(keops_context *ctx) {
 }
 
 keops_status rt_kernel_init(keops_kernel *k, kerr *e) {
-  const cpu_target *t = &k->ctx->target;
+  const kt_target *t = &k->ctx->target;
   size_t n = strlen(k->prog->key) + strlen(t->cpu) + strlen(t->features) + 128;
   if (!(k->cpu_key = malloc(n))) {
     kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory");
@@ -78,8 +78,8 @@ keops_status rt_kernel_init(keops_kernel *k, kerr *e) {
   /* the feature string is ~900 characters: a digest keeps lookups short */
   uint64_t h = 1469598103934665603ull;
   for (const char *c = t->features; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
-  snprintf(k->cpu_key, n, "%s|cpu=%s/%s/%016llx/u%d|keops=%s/%s|llvm=%s", k->prog->key, t->name,
-           t->cpu, (unsigned long long)h, t->u, KEOPS_VERSION, KEOPS_BUILD_ID, KEOPS_LLVM_VERSION);
+  snprintf(k->cpu_key, n, "%s|cpu=%s/%s/%016llx/u%d|keops=%s/%s|llvm=%s", k->prog->key,
+           t->isa->name, t->cpu, (unsigned long long)h, t->isa->u, KEOPS_VERSION, KEOPS_BUILD_ID, KEOPS_LLVM_VERSION);
   atomic_init(&k->cpu, NULL);
   return KEOPS_OK;
 }
@@ -126,7 +126,6 @@ keops_status rt_run_cpu(keops_kernel *k, int64_t M, int64_t N, const void *const
     return e->status;
   }
   int threads = o->num_threads > 0 && o->num_threads < ctx->nthreads ? o->num_threads : ctx->nthreads;
-  const cpu_target *t = &ctx->target;
-  int lanes = (k->prog->dtype == KEOPS_FLOAT64 ? t->w64 : t->w32) * t->u;
+  int lanes = kt_lanes(&ctx->target, k->prog->dtype) * ctx->target.isa->u;
   return rt_cpu_run(pool, fn, k->prog, M, N, args, outs, threads, lanes, e);
 }

@@ -11,7 +11,7 @@
 
 /* Links an object holding NAME and NAME_combine; NULL with e set. */
 static cpu_code *link_object(rt_jit *jit, LLVMMemoryBufferRef obj, const char *name,
-                             const fe_program *p, const cpu_target *t, kerr *e) {
+                             const fe_program *p, const kt_target *t, kerr *e) {
   cpu_code *code = malloc(sizeof *code);
   char cname[80];
   snprintf(cname, sizeof cname, "%s_combine", name);
@@ -32,7 +32,7 @@ static cpu_code *link_object(rt_jit *jit, LLVMMemoryBufferRef obj, const char *n
   return code;
 }
 
-cpu_code *rt_cpu_compile(rt_jit *jit, const fe_program *p, const cpu_target *t, const char *key,
+cpu_code *rt_cpu_compile(rt_jit *jit, const fe_program *p, const kt_target *t, const char *key,
                          const rt_disk *disk, int *from_disk, kerr *e) {
   /* symbols named after the key, so an object from the disk cache has the names we ask for */
   char name[64];
@@ -53,7 +53,7 @@ cpu_code *rt_cpu_compile(rt_jit *jit, const fe_program *p, const cpu_target *t, 
     }
     strcat(name, "_c"); /* the failed link may have claimed the names */
   }
-  char *code = cpu_compile(p, t, name, KC_OBJ, &n, e);
+  char *code = kt_compile(p, t, name, KC_OBJ, &n, e);
   if (!code) return NULL;
   if (!bytes) rt_disk_store(disk, key, code, n);
   LLVMMemoryBufferRef obj = LLVMCreateMemoryBufferWithMemoryRangeCopy(code, n, name);

@@ -9,7 +9,7 @@
 /* Compiles p for t into jit, or links the object the disk cache holds for key (then
  * *from_disk = 1); a compiled object is stored there. The code lives as long as the JIT; the
  * returned struct is the caller's (free). NULL with e set. */
-cpu_code *rt_cpu_compile(rt_jit *jit, const fe_program *p, const cpu_target *t, const char *key,
+cpu_code *rt_cpu_compile(rt_jit *jit, const fe_program *p, const kt_target *t, const char *key,
                          const rt_disk *disk, int *from_disk, kerr *e);
 /* Runs the code over the user's arrays on `threads` threads of pool (lanes = rows per block of
  * the kernel, for chunking). */

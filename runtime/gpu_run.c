@@ -24,26 +24,25 @@ typedef struct rt_gpu_code {
 typedef struct build_ctx {
   keops_kernel *k;
   const cu_device *dev;
-  gpu_target t;
+  kt_target t;
 } build_ctx;
 
 static void *build_ptx(void *arg, kerr *e) {
   build_ctx *b = arg;
-  return gpu_emit(b->k->prog, &b->t, "keops_kernel", 0, e);
+  size_t len;
+  return kt_compile(b->k->prog, &b->t, "keops_kernel", KC_ASM, &len, e);
 }
 
 static void *build_module(void *arg, kerr *e) {
   build_ctx *b = arg;
   keops_context *ctx = b->k->ctx;
-  char key[256];
-  snprintf(key, sizeof key, "|ptx=%s%s", b->t.sm, b->t.ptx);
-  size_t n = strlen(b->k->prog->key) + sizeof key;
+  size_t n = strlen(b->k->prog->key) + strlen(b->t.cpu) + strlen(b->t.features) + 8;
   char *pkey = malloc(n);
   if (!pkey) {
     kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory");
     return NULL;
   }
-  snprintf(pkey, n, "%s%s", b->k->prog->key, key);
+  snprintf(pkey, n, "%s|ptx=%s%s", b->k->prog->key, b->t.cpu, b->t.features);
   const char *ptx = rt_cache_get_owned(ctx->cache, pkey, build_ptx, b, free, e);
   free(pkey);
   rt_gpu_code *c = ptx ? calloc(1, sizeof *c) : NULL;
@@ -84,18 +83,19 @@ void rt_gpu_unload(keops_context *ctx) {
 
 /* The code of k for device dev (compiled and loaded on first use). */
 static rt_gpu_code *gpu_code(keops_kernel *k, const cu_device *dev, kerr *e) {
-  build_ctx b = {k, dev, {{0}, {0}}};
-  if (cu_ptx_target(dev, LLVM_VERSION_MAJOR, b.t.sm, sizeof b.t.sm, b.t.ptx, sizeof b.t.ptx, e))
-    return NULL;
+  build_ctx b = {k, dev, {0}};
+  char sm[16], ptx[16];
+  if (cu_ptx_target(dev, LLVM_VERSION_MAJOR, sm, sizeof sm, ptx, sizeof ptx, e)) return NULL;
+  kt_set(&b.t, &kt_nvptx, sm, ptx);
   char suffix[64];
   snprintf(suffix, sizeof suffix, "|dev=%d", dev->ordinal);
-  size_t n = strlen(k->prog->key) + sizeof suffix + 64;
+  size_t n = strlen(k->prog->key) + sizeof suffix + strlen(b.t.cpu) + strlen(b.t.features) + 8;
   char *key = malloc(n);
   if (!key) {
     kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory");
     return NULL;
   }
-  snprintf(key, n, "%s|gpu=%s%s%s", k->prog->key, b.t.sm, b.t.ptx, suffix);
+  snprintf(key, n, "%s|gpu=%s%s%s", k->prog->key, b.t.cpu, b.t.features, suffix);
   rt_gpu_code *c = rt_cache_get(k->ctx->cache, key, build_module, &b, e);
   free(key);
   return c;

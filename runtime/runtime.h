@@ -16,7 +16,7 @@
  * use (a context that only parses or runs the reference backend never starts LLVM). */
 struct keops_context {
   keops_run_options defaults; /* what NULL run options mean */
-  cpu_target target;          /* chosen at creation: host, or KEOPS_TARGET */
+  kt_target target;          /* chosen at creation: host, or KEOPS_TARGET */
   int nthreads;               /* KEOPS_NUM_THREADS, else the online cores */
   pthread_mutex_t lock;       /* guards the lazy members */
   rt_jit *jit;

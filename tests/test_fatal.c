@@ -42,10 +42,10 @@ static LLVMModuleRef build_invalid(LLVMContextRef C, const kc_job *j, kerr *e) {
 }
 
 static char *compile_with(kc_build_fn build, const char *pipeline, kc_out out, kerr *e) {
-  cpu_target t;
+  kt_target t;
   kerr_clear(e);
-  ck_assert_int_eq(cpu_target_pick(&t, "host", e), 0);
-  LLVMTargetMachineRef tm = cpu_target_machine(&t, e);
+  ck_assert_int_eq(kt_pick(&t, "host", e), 0);
+  LLVMTargetMachineRef tm = kt_machine(&t, e);
   ck_assert_ptr_nonnull(tm);
   kc_job j = {tm, build, NULL, NULL, "test", pipeline, out, 0};
   size_t n = 0;

@@ -77,10 +77,10 @@ static void check_one(const char *formula, const char *reduction, const char *f2
   kerr_clear(&e);
   fe_program *p = fe_build(&d, &e);
   ck_assert_msg(p, "%s / %s: %s", formula, reduction, e.msg);
-  gpu_target t;
-  snprintf(t.sm, sizeof t.sm, "%s", sm);
-  snprintf(t.ptx, sizeof t.ptx, "+ptx80");
-  char *ptx = gpu_emit(p, &t, "keops_kernel", 0, &e);
+  kt_target t;
+  kt_set(&t, &kt_nvptx, sm, "+ptx80");
+  size_t len;
+  char *ptx = kt_compile(p, &t, "keops_kernel", KC_ASM, &len, &e);
   ck_assert_msg(ptx, "%s / %s (%s, dtype %d): %s", formula, reduction, sm, (int)dt, e.msg);
   ck_assert_msg(strstr(ptx, ".entry keops_kernel"), "%s: no kernel entry in the PTX", formula);
   ck_assert_msg(!strstr(ptx, ".extern .func"), "%s: the PTX calls an external function", formula);
@@ -160,8 +160,10 @@ START_TEST(kernel_shape) {
   kerr_clear(&e);
   fe_program *p = fe_build(&d, &e);
   ck_assert_int_eq(gpu_tile_width(p), 4);
-  gpu_target t = {"sm_90", "+ptx80"};
-  char *ptx = gpu_emit(p, &t, "k", 0, &e);
+  kt_target t, bad;
+  kt_set(&t, &kt_nvptx, "sm_90", "+ptx80");
+  size_t len;
+  char *ptx = kt_compile(p, &t, "k", KC_ASM, &len, &e);
   /* LLVM 19 writes ".maxntid 256, 1, 1", LLVM 22 ".maxntid 256" */
   const char *bound = strstr(ptx, ".maxntid 256");
   ck_assert_msg(bound && (bound[12] == ',' || bound[12] == '\n'), "no launch bound of 256 in the PTX");
@@ -169,9 +171,9 @@ START_TEST(kernel_shape) {
   ck_assert_ptr_nonnull(strstr(ptx, "bar.sync"));
   free(ptx);
   /* an architecture LLVM does not know is an error, not a crash */
-  gpu_target bad = {"sm_1", "+ptx80"};
+  kt_set(&bad, &kt_nvptx, "sm_1", "+ptx80");
   kerr_clear(&e);
-  ck_assert_ptr_null(gpu_emit(p, &bad, "k", 0, &e));
+  ck_assert_ptr_null(kt_compile(p, &bad, "k", KC_ASM, &len, &e));
   ck_assert_int_eq(e.status, KEOPS_ERROR_UNSUPPORTED);
   ck_assert_ptr_nonnull(strstr(e.msg, "sm_1"));
   fe_free(p);

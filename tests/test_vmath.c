@@ -143,11 +143,8 @@ static void jit_open(jit *J, const target *tg) {
   LLVMContextRef C = LLVMOrcThreadSafeContextGetContext(tsc);
 #endif
   LLVMModuleRef m = LLVMModuleCreateWithNameInContext("vmath_test", C);
-  if (strstr(feat, "+avx512f")) { /* as cpu.c does: 512-bit vectors take the vscalef path */
-    static const char flag[] = "keops.avx512";
-    LLVMAddModuleFlag(m, LLVMModuleFlagBehaviorOverride, flag, sizeof flag - 1,
-                      LLVMValueAsMetadata(LLVMConstInt(LLVMInt32TypeInContext(C), 1, 0)));
-  }
+  /* as the avx512 target does (x86.c): 512-bit vectors take the vscalef path */
+  if (strstr(feat, "+avx512f")) vm_set_math(m, VM_MATH_SCALEF);
   LLVMTargetMachineRef tm = make_tm(triple, cpu, feat);
   LLVMSetTarget(m, triple);
   LLVMTargetDataRef dl = LLVMCreateTargetDataLayout(tm);

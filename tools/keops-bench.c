@@ -6,7 +6,7 @@
  * --backend=gpu: the same cases on GPU 0 (host arrays, or with --device-pointers inputs staged
  * once with cu_alloc/cu_htod and only kernel runs timed, each followed by a stream sync); the
  * baseline is the same kernel on the CPU backend (on a prefix of the rows for the largest
- * cases, scaled to all rows), the compile column the PTX generation time (gpu_emit), and the
+ * cases, scaled to all rows), the compile column the PTX generation time (kt_compile), and the
  * header adds the launch overhead of a cached kernel. Without a device the PTX generation times
  * are still printed (for sm_90, +ptx80), then the NO_DEVICE message, and the exit status is 1.
  *
@@ -276,20 +276,21 @@ static double tolerance(keops_dtype dt) { return dt == KEOPS_FLOAT32 ? 1e-3 : 1e
 /* ---- GPU ------------------------------------------------------------------------------------ */
 
 /* The PTX target of device 0 (cu_device_info + cu_ptx_target), else sm_90 / +ptx80. */
-static gpu_target bench_target = {"sm_90", "+ptx80"};
+static kt_target bench_target;
 static int bench_target_is_device;
 
 static void pick_gpu_target(void) {
   cu_device d;
-  gpu_target t;
+  char sm[16], ptx[16];
   kerr e;
   kerr_clear(&e);
+  kt_set(&bench_target, &kt_nvptx, "sm_90", "+ptx80");
   if (cu_device_info(0, &d, &e) == KEOPS_OK &&
-      cu_ptx_target(&d, LLVM_VERSION_MAJOR, t.sm, sizeof t.sm, t.ptx, sizeof t.ptx, &e) == KEOPS_OK)
-    bench_target = t, bench_target_is_device = 1;
+      cu_ptx_target(&d, LLVM_VERSION_MAJOR, sm, sizeof sm, ptx, sizeof ptx, &e) == KEOPS_OK)
+    kt_set(&bench_target, &kt_nvptx, sm, ptx), bench_target_is_device = 1;
 }
 
-/* PTX generation of k's program (gpu_emit: IR, optimization, NVPTX code generation), the
+/* PTX generation of k's program (kt_compile: IR, optimization, NVPTX code generation), the
  * median of 3; -1 on failure (reported). */
 static double ptx_time(const keops_kernel *k) {
   double v[3];
@@ -297,10 +298,11 @@ static double ptx_time(const keops_kernel *k) {
     kerr e;
     kerr_clear(&e);
     double s = bc_now();
-    char *ptx = gpu_emit(rt_kernel_program(k), &bench_target, "keops_kernel", 0, &e);
+    size_t len;
+    char *ptx = kt_compile(rt_kernel_program(k), &bench_target, "keops_kernel", KC_ASM, &len, &e);
     v[r] = bc_now() - s;
     if (!ptx) {
-      fprintf(stderr, "keops-bench: gpu_emit (%s, %s): %s\n", bench_target.sm, bench_target.ptx,
+      fprintf(stderr, "keops-bench: PTX generation (%s, %s): %s\n", bench_target.cpu, bench_target.features,
               e.msg);
       return -1;
     }
@@ -706,8 +708,8 @@ static void measure_launch(keops_context *ctx, launch_costs *lc) {
 /* Without a device: the PTX generation time of every selected case (for sm_90, +ptx80). */
 static int ptx_only(const opts *o, keops_context *ctx) {
   int failed = 0;
-  printf("%sgpu: none usable; PTX generation for %s %s (gpu_emit, median of 3):\n",
-         o->csv ? "# " : "", bench_target.sm, bench_target.ptx);
+  printf("%sgpu: none usable; PTX generation for %s %s (kt_compile, median of 3):\n",
+         o->csv ? "# " : "", bench_target.cpu, bench_target.features);
   for (int c = 0; c < NCASES; c++)
     for (int dt = 0; dt < 2 && o->want_case[c]; dt++) {
       if (!o->dtypes[dt]) continue;
@@ -730,18 +732,18 @@ static void print_info(const opts *o, const keops_context *ctx, int threads, con
   char model[256];
   cpu_model(model, sizeof model);
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
-  const cpu_target *t = &ctx->target;
+  const kt_target *t = &ctx->target;
   printf("%scpu: %s, %ld online cores\n", p, model, cores);
   printf("%sthreads: %d (keops pool and baseline)\n", p, threads);
-  printf("%starget: %s (LLVM cpu %s, %d float32 / %d float64 lanes, %d row blocks)\n", p, t->name,
-         t->cpu, t->w32, t->w64, t->u);
+  printf("%starget: %s (LLVM cpu %s, %d float32 / %d float64 lanes, %d row blocks)\n", p, t->isa->name,
+         t->cpu, t->isa->w32, t->isa->w64, t->isa->u);
 #ifdef KEOPS_LLVM_VERSION
   printf("%sllvm: %s\n", p, KEOPS_LLVM_VERSION);
 #endif
   if (o->backend == KEOPS_BACKEND_GPU) {
     printf("%sgpu: %s\n", p, keops_backend_describe(ctx, KEOPS_BACKEND_GPU));
-    printf("%sptx target: %s %s%s; compile column: PTX generation (gpu_emit, median of 3)\n", p,
-           bench_target.sm, bench_target.ptx, bench_target_is_device ? " (device 0)" : "");
+    printf("%sptx target: %s %s%s; compile column: PTX generation (kt_compile, median of 3)\n", p,
+           bench_target.cpu, bench_target.features, bench_target_is_device ? " (device 0)" : "");
     printf("%sinputs: %s\n", p,
            o->devp ? "device pointers, staged once (cu_alloc + cu_htod); time = run + stream sync"
                    : "host arrays, copied in and out by every run");

@@ -324,11 +324,11 @@ static int emit_dot(const fe_program *p) {
 static int emit_code(const fe_program *p, enum emit e, const char *target) {
   kerr err;
   kerr_clear(&err);
-  cpu_target t;
+  kt_target t;
   char *code = NULL;
   size_t n = 0;
   kc_out out = e == EMIT_ASM ? KC_ASM : e == EMIT_LLVM ? KC_IR : KC_IR_OPT;
-  if (!cpu_target_pick(&t, target, &err) && (code = cpu_compile(p, &t, "keops_kernel", out, &n, &err)))
+  if (!kt_pick(&t, target, &err) && (code = kt_compile(p, &t, "keops_kernel", out, &n, &err)))
     fwrite(code, 1, n, stdout);
   free(code);
   if (err.status == KEOPS_OK) return 0;
@@ -337,18 +337,20 @@ static int emit_code(const fe_program *p, enum emit e, const char *target) {
 }
 
 static int emit_gpu(const fe_program *p, const dump_opts *o) {
-  gpu_target t;
+  kt_target t;
   int major = 8, minor = 0;
   const char *arch = o->gpu_arch ? o->gpu_arch : "sm_80";
   if (strncmp(arch, "sm_", 3) || strlen(arch) > 8 || (o->ptx && sscanf(o->ptx, "%d.%d", &major, &minor) != 2)) {
     fprintf(stderr, "keops-dump: --gpu-arch must look like sm_80 and --ptx like 8.0\n");
     return 2;
   }
-  snprintf(t.sm, sizeof t.sm, "%s", arch);
-  snprintf(t.ptx, sizeof t.ptx, "+ptx%d%d", major, minor);
+  char ptx[16];
+  snprintf(ptx, sizeof ptx, "+ptx%d%d", major, minor);
+  kt_set(&t, &kt_nvptx, arch, ptx);
   kerr err;
   kerr_clear(&err);
-  char *text = gpu_emit(p, &t, "keops_kernel", o->emit == EMIT_NVVM, &err);
+  size_t len;
+  char *text = kt_compile(p, &t, "keops_kernel", o->emit == EMIT_NVVM ? KC_IR : KC_ASM, &len, &err);
   if (!text) {
     fprintf(stderr, "%s\n", err.msg);
     return 1;
