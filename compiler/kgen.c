@@ -699,3 +699,18 @@ void kg_state_merge(kb *K, int u, LLVMValueRef base) {
   K->jidx = NULL;
   free(f);
 }
+
+void kg_target_attrs(LLVMModuleRef m, const char *cpu, const char *features, const char *key,
+                     const char *val) {
+  LLVMContextRef C = LLVMGetModuleContext(m);
+  const char *kv[3][2] = {{"target-cpu", cpu}, {"target-features", features}, {key, val}};
+  unsigned nounwind = LLVMGetEnumAttributeKindForName("nounwind", 8);
+  for (LLVMValueRef f = LLVMGetFirstFunction(m); f; f = LLVMGetNextFunction(f)) {
+    if (LLVMIsDeclaration(f)) continue;
+    for (int a = 0; a < 3 && kv[a][0]; a++)
+      LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex,
+                              LLVMCreateStringAttribute(C, kv[a][0], (unsigned)strlen(kv[a][0]), kv[a][1],
+                                                        (unsigned)strlen(kv[a][1])));
+    LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(C, nounwind, 0));
+  }
+}

@@ -87,6 +87,10 @@ void kg_init(kb *K, int u);
 void kg_accumulate(kb *K, int u, LLVMValueRef *f); /* K->jv must hold the current index */
 void kg_flush_block(kb *K, int u);
 void kg_finalize(kb *K, int u, const kg_sink *o);
+/* Sets "target-cpu" / "target-features" (and key = val when key is not NULL) and nounwind on
+ * every function defined in m, so every function is compiled for the same ISA. */
+void kg_target_attrs(LLVMModuleRef m, const char *cpu, const char *features, const char *key,
+                     const char *val);
 /* red.c's double state at base (W = 1): load into the slots / merge a state of later
  * indices into them. */
 void kg_state_load(kb *K, int u, LLVMValueRef base);

@@ -53,8 +53,8 @@ static void entry(LLVMModuleRef m, LLVMValueRef fn) {
 
 static void attrs(LLVMModuleRef m, const kt_target *t, const fe_program *p) {
   /* float32 flushes denormals, as CUDA's fast math: the f32 units then run at full rate */
-  if (p->dtype == KEOPS_FLOAT32) kt_function_attrs(m, t, "denormal-fp-math-f32", "preserve-sign,preserve-sign");
-  else kt_function_attrs(m, t, NULL, NULL);
+  int f32 = p->dtype == KEOPS_FLOAT32;
+  kg_target_attrs(m, t->cpu, t->features, f32 ? "denormal-fp-math-f32" : NULL, "preserve-sign,preserve-sign");
 }
 
 /* LLVM warns on stderr, and ignores the processor, for an sm it does not know: ask first. */

@@ -20,10 +20,6 @@ void kt_set(kt_target *t, const kt_isa *isa, const char *cpu, const char *featur
   snprintf(t->features, sizeof t->features, "%s", features);
 }
 
-int kt_lanes(const kt_target *t, keops_dtype dt) {
-  return dt == KEOPS_FLOAT64 ? t->isa->w64 : t->isa->w32;
-}
-
 int kt_pick(kt_target *t, const char *name, kerr *e) {
   kc_llvm_init();
   if (!name || !*name) name = getenv("KEOPS_TARGET");
@@ -93,18 +89,4 @@ char *kt_compile(const fe_program *p, const kt_target *t, const char *name, kc_o
   char *code = kc_compile(&j, len, e);
   LLVMDisposeTargetMachine(tm);
   return code;
-}
-
-void kt_function_attrs(LLVMModuleRef m, const kt_target *t, const char *key, const char *val) {
-  LLVMContextRef C = LLVMGetModuleContext(m);
-  const char *kv[3][2] = {{"target-cpu", t->cpu}, {"target-features", t->features}, {key, val}};
-  unsigned nounwind = LLVMGetEnumAttributeKindForName("nounwind", 8);
-  for (LLVMValueRef f = LLVMGetFirstFunction(m); f; f = LLVMGetNextFunction(f)) {
-    if (LLVMIsDeclaration(f)) continue;
-    for (int a = 0; a < 3 && kv[a][0]; a++)
-      LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex,
-                              LLVMCreateStringAttribute(C, kv[a][0], (unsigned)strlen(kv[a][0]), kv[a][1],
-                                                        (unsigned)strlen(kv[a][1])));
-    LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(C, nounwind, 0));
-  }
 }

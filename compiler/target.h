@@ -78,8 +78,10 @@ extern const kt_isa kt_nvptx;                        /* nvptx.c */
 int kt_pick(kt_target *t, const char *name, kerr *e);
 /* t := isa for LLVM CPU `cpu` with `features` (e.g. kt_nvptx, "sm_90", "+ptx85"). */
 void kt_set(kt_target *t, const kt_isa *isa, const char *cpu, const char *features);
-/* Lanes of p's dtype. */
-int kt_lanes(const kt_target *t, keops_dtype dt);
+/* Lanes of a vector of dtype dt. */
+static inline int kt_lanes(const kt_target *t, keops_dtype dt) {
+  return dt == KEOPS_FLOAT64 ? t->isa->w64 : t->isa->w32;
+}
 
 /* A target machine for t (caller disposes with LLVMDisposeTargetMachine), NULL with e set. */
 LLVMTargetMachineRef kt_machine(const kt_target *t, kerr *e);
@@ -88,9 +90,5 @@ LLVMTargetMachineRef kt_machine(const kt_target *t, kerr *e);
  * text NUL-terminated) and its size in *len, or NULL with e set. */
 char *kt_compile(const fe_program *p, const kt_target *t, const char *name, kc_out out,
                  size_t *len, kerr *e);
-
-/* Sets "target-cpu" / "target-features" (and key = val when key is not NULL) and nounwind
- * on every function defined in m, so every function is compiled for the same ISA. */
-void kt_function_attrs(LLVMModuleRef m, const kt_target *t, const char *key, const char *val);
 
 #endif

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cpu.h"
+#include "kgen.h"
 #include "target.h"
 #include "vmath.h"
 
@@ -27,7 +28,7 @@ static int runs_avx2(const char *triple, const char *f) {
 
 static void attrs(LLVMModuleRef m, const kt_target *t, const fe_program *p) {
   (void)p;
-  kt_function_attrs(m, t, NULL, NULL);
+  kg_target_attrs(m, t->cpu, t->features, NULL, NULL);
 }
 
 /* Our IR is already vectorized, hoisted and unrolled by construction: it needs its allocas
