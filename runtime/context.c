@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cuda.h"
+#include "fnv.h"
 #include "keops_build_id.h" /* generated: a digest of the sources (tools/build_id.cmake) */
 #include "runtime.h"
 
@@ -76,8 +77,7 @@ keops_status rt_kernel_init(keops_kernel *k, kerr *e) {
     return e->status;
   }
   /* the feature string is ~900 characters: a digest keeps lookups short */
-  uint64_t h = 1469598103934665603ull;
-  for (const char *c = t->features; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
+  uint64_t h = kfnv64_str(t->features);
   snprintf(k->cpu_key, n, "%s|cpu=%s/%s/%016llx/u%d|keops=%s/%s|llvm=%s", k->prog->key, t->name,
            t->cpu, (unsigned long long)h, t->u, KEOPS_VERSION, KEOPS_BUILD_ID, KEOPS_LLVM_VERSION);
   atomic_init(&k->cpu, NULL);
