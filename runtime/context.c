@@ -15,14 +15,16 @@ static int online_cores(void) {
   return n > 0 ? (int)(n < 1024 ? n : 1024) : 1;
 }
 
+const rt_device *rt_device_default(void) { return &cu_driver; }
+
 static void describe_gpu(keops_context *ctx) {
   kerr e;
   kerr_clear(&e);
-  cu_device d;
+  rt_device_info d;
   int n = 0;
   char *s = ctx->describe[KEOPS_BACKEND_GPU];
   size_t sz = sizeof ctx->describe[0];
-  if (cu_load(&e) || cu_device_count(&n, &e) || cu_device_info(0, &d, &e))
+  if (ctx->dev->load(&e) || ctx->dev->count(&n, &e) || ctx->dev->info(0, &d, &e))
     snprintf(s, sz, "GPU: none usable (%.120s)", e.msg);
   else
     snprintf(s, sz, "GPU (%d device%s; device 0: %.60s, compute capability %d.%d, %d SMs)", n,
@@ -48,7 +50,8 @@ keops_status rt_context_init(keops_context *ctx, kerr *e) {
   }
   pthread_mutex_init(&ctx->lock, NULL);
   rt_disk_init(&ctx->disk);
-  ctx->gpu_usable = rt_gpu_usable(); /* once: AUTO must not ask the driver on every run */
+  ctx->dev = rt_device_default();
+  ctx->gpu_usable = rt_gpu_usable(ctx->dev); /* once: AUTO must not ask the driver on every run */
   atomic_init(&ctx->disk_loads, 0);
   snprintf(ctx->describe[KEOPS_BACKEND_CPU], sizeof ctx->describe[0],
            "CPU JIT (%s, %s, %d thread%s)", ctx->target.name, ctx->target.cpu, ctx->nthreads,
