@@ -1,9 +1,9 @@
 /* The GPU backend behind the API: PTX per (program, architecture) and a module per
  * (program, device), both through the context's single-flight cache; host arrays are copied
- * in and out, device pointers are used as they are. Devices are reached only through the
- * context's device interface (ctx->dev, device.h), whichever implementation it is. When the rows cannot fill the device,
+ * in and out, device pointers are used as they are. When the rows cannot fill the device,
  * j is split across blockIdx.y and a second kernel (keops_combine) merges the partial
- * states of each row. */
+ * states of each row. Devices are reached only through the context's device table (ctx->dev,
+ * device.h), so any implementation of it runs this code unchanged. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,7 +125,8 @@ static int64_t arg_rows(const fe_program *p, int pos, int64_t M, int64_t N) {
 
 /* Threads per block: as many as the launch bound, the device and the shared memory allow,
  * in whole warps. */
-static unsigned block_size(const fe_program *p, const rt_device_info *d, size_t es, unsigned *shared) {
+static unsigned block_size(const fe_program *p, const rt_device_info *d, size_t es,
+                           unsigned *shared) {
   unsigned bs = GPU_MAX_BLOCK < d->max_threads_per_block ? GPU_MAX_BLOCK : (unsigned)d->max_threads_per_block;
   size_t per = (size_t)gpu_tile_width(p) * es;
   size_t limit = (size_t)(d->max_shared_per_block_optin > d->max_shared_per_block ? d->max_shared_per_block_optin

@@ -21,6 +21,17 @@ static char load_reason[4096]; /* its message when it did not */
 
 /* ---- without a device (and with one: what must hold either way) ---------------------- */
 
+/* Designated initializers leave a forgotten hook NULL without a warning: the runtime would
+ * crash on its first call instead. */
+START_TEST(table_complete) {
+  ck_assert_ptr_nonnull(cu->name);
+  ck_assert(cu->load && cu->count && cu->info && cu->enter && cu->leave);
+  ck_assert(cu->module_load && cu->module_function && cu->module_unload);
+  ck_assert(cu->alloc && cu->free && cu->htod && cu->dtoh && cu->memset0 && cu->pointer_device);
+  ck_assert(cu->launch && cu->sync && cu->stream_create && cu->stream_destroy);
+}
+END_TEST
+
 START_TEST(load_consistent) {
   kerr a = {0}, b = {0};
   keops_status s1 = cu->load(&a), s2 = cu->load(&b);
@@ -532,6 +543,7 @@ static Suite *cuda_suite(void) {
   Suite *s = suite_create("cuda");
   TCase *tc = tcase_create("cuda");
   tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, table_complete);
   tcase_add_test(tc, load_consistent);
   tcase_add_test(tc, load_from_threads);
   tcase_add_test(tc, no_device_everywhere);
