@@ -2,6 +2,8 @@
  * dimension rules and rewrites of the smart constructors are in simplify.c. */
 #include "dag.h"
 
+#include "fnv.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -36,20 +38,6 @@ double dag_ew_eval(int op, double x, double y, double z, const int64_t *p) {
 #undef X
   default: return NAN;
   }
-}
-
-void kerr_clear(kerr *e) {
-  e->status = KEOPS_OK;
-  e->msg[0] = 0;
-}
-
-void kerr_set(kerr *e, keops_status st, const char *fmt, ...) {
-  if (!e || e->status != KEOPS_OK) return;
-  e->status = st;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-  va_end(ap);
 }
 
 struct dag {
@@ -95,8 +83,9 @@ const int64_t *dag_params(const dag *d, uint32_t id) { return d->pool + dag_get(
 uint32_t dag_count(const dag *d) { return d->n; }
 
 static uint32_t hash_node(int op, int dim, const uint32_t *k, int nk, const int64_t *p, int np) {
-  uint64_t h = 1469598103934665603ull;
-#define MIX(v) (h = (h ^ (uint64_t)(v)) * 1099511628211ull)
+  /* FNV-1a over whole words rather than bytes: the nodes are hashed field by field */
+  uint64_t h = KFNV64_SEED;
+#define MIX(v) (h = (h ^ (uint64_t)(v)) * KFNV64_PRIME)
   MIX(op);
   MIX(dim);
   for (int i = 0; i < nk; i++) MIX(k[i]);

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kerr.h"
 #include "keops.h"
 
 enum dag_op {
@@ -52,16 +53,6 @@ typedef struct dag_node {
 /* Parameters by op: Var (pos, cat); RatCst (num, den), den > 0, reduced; Cst (bits of the
  * double); Zero (none: dim is the node's); other ops their integer arguments in order, an
  * integer list stored as its length followed by its elements. */
-
-/* A failure: status and message. Messages are complete sentences without trailing newline;
- * the parser prefixes the position. */
-typedef struct kerr {
-  keops_status status; /* KEOPS_OK while nothing failed */
-  char msg[4096];
-} kerr;
-void kerr_set(kerr *e, keops_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4))); /* keeps the first error */
-void kerr_clear(kerr *e);
 
 typedef struct dag dag;
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fnv.h"
 #include "jit.h"
 
 enum { BUILDING, READY };
@@ -25,12 +26,6 @@ struct rt_cache {
   size_t nslot, count;
   rt_cache_stats stats;
 };
-
-static uint64_t hash_key(const char *s) {
-  uint64_t h = 1469598103934665603ull;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-  return h;
-}
 
 rt_cache *rt_cache_create(void) {
   rt_cache *c = calloc(1, sizeof *c);
@@ -87,7 +82,7 @@ void *rt_cache_get(rt_cache *c, const char *key, rt_build_fn build, void *ctx, k
 
 void *rt_cache_get_owned(rt_cache *c, const char *key, rt_build_fn build, void *ctx,
                          void (*drop)(void *), kerr *err) {
-  uint64_t h = hash_key(key);
+  uint64_t h = kfnv64_str(key);
   pthread_mutex_lock(&c->lock);
   for (;;) {
     entry *e = *find(c, key, h);

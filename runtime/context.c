@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cuda.h"
+#include "fnv.h"
 #include "keops_build_id.h" /* generated: a digest of the sources (tools/build_id.cmake) */
 #include "runtime.h"
 
@@ -14,14 +15,16 @@ static int online_cores(void) {
   return n > 0 ? (int)(n < 1024 ? n : 1024) : 1;
 }
 
+const rt_device *rt_device_default(void) { return &cu_driver; }
+
 static void describe_gpu(keops_context *ctx) {
   kerr e;
   kerr_clear(&e);
-  cu_device d;
+  rt_device_info d;
   int n = 0;
   char *s = ctx->describe[KEOPS_BACKEND_GPU];
   size_t sz = sizeof ctx->describe[0];
-  if (cu_load(&e) || cu_device_count(&n, &e) || cu_device_info(0, &d, &e))
+  if (ctx->dev->load(&e) || ctx->dev->count(&n, &e) || ctx->dev->info(0, &d, &e))
     snprintf(s, sz, "GPU: none usable (%.120s)", e.msg);
   else
     snprintf(s, sz, "GPU (%d device%s; device 0: %.60s, compute capability %d.%d, %d SMs)", n,
@@ -47,7 +50,8 @@ keops_status rt_context_init(keops_context *ctx, kerr *e) {
   }
   pthread_mutex_init(&ctx->lock, NULL);
   rt_disk_init(&ctx->disk);
-  ctx->gpu_usable = rt_gpu_usable(); /* once: AUTO must not ask the driver on every run */
+  ctx->dev = rt_device_default();
+  ctx->gpu_usable = rt_gpu_usable(ctx->dev); /* once: AUTO must not ask the driver on every run */
   atomic_init(&ctx->disk_loads, 0);
   snprintf(ctx->describe[KEOPS_BACKEND_CPU], sizeof ctx->describe[0],
            "CPU JIT (%s, %s, %d thread%s)", ctx->target.isa->name, ctx->target.cpu, ctx->nthreads,
@@ -76,10 +80,10 @@ keops_status rt_kernel_init(keops_kernel *k, kerr *e) {
     return e->status;
   }
   /* the feature string is ~900 characters: a digest keeps lookups short */
-  uint64_t h = 1469598103934665603ull;
-  for (const char *c = t->features; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
+  uint64_t h = kfnv64_str(t->features);
   snprintf(k->cpu_key, n, "%s|cpu=%s/%s/%016llx/u%d|keops=%s/%s|llvm=%s", k->prog->key,
-           t->isa->name, t->cpu, (unsigned long long)h, t->isa->u, KEOPS_VERSION, KEOPS_BUILD_ID, KEOPS_LLVM_VERSION);
+           t->isa->name, t->cpu, (unsigned long long)h, t->isa->u, KEOPS_VERSION, KEOPS_BUILD_ID,
+           KEOPS_LLVM_VERSION);
   atomic_init(&k->cpu, NULL);
   return KEOPS_OK;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cpu_run.h"
+#include "fnv.h"
 #include "red.h"
 
 /* Links an object holding NAME and NAME_combine; NULL with e set. */
@@ -37,7 +38,7 @@ cpu_code *rt_cpu_compile(rt_jit *jit, const fe_program *p, const kt_target *t, c
   /* symbols named after the key, so an object from the disk cache has the names we ask for */
   char name[64];
   snprintf(name, sizeof name, "keops_%016llx",
-           (unsigned long long)rt_fnv64(key, strlen(key), 1469598103934665603ull));
+           (unsigned long long)kfnv64_str(key));
   size_t n;
   void *bytes = rt_disk_load(disk, key, &n);
   *from_disk = 0;

@@ -1,7 +1,8 @@
-/* CUDA driver layer: libcuda.so.1 opened with dlopen, a typed function table, primary
- * contexts, modules, memory, launches. No CUDA header is used: the few types and enum values
- * the driver API needs are declared here with the numbers cuda.h documents (checked against
- * CUDA 13.0's cuda.h; these values are ABI and never change). */
+/* CUDA driver layer, the device interface's CUDA implementation (cu_driver, cuda.h):
+ * libcuda.so.1 opened with dlopen, a typed function table, primary contexts, modules, memory,
+ * launches. No CUDA header is used: the few types and enum values the driver API needs are
+ * declared here with the numbers CUDA's cuda.h documents (checked against CUDA 13.0's cuda.h;
+ * these values are ABI and never change). */
 #include "cuda.h"
 
 #include <dlfcn.h>
@@ -201,13 +202,13 @@ static void load(void) {
   dlclose(lib);
 }
 
-keops_status cu_load(kerr *e) {
+static keops_status cu_load(kerr *e) {
   pthread_once(&load_once, load);
   if (load_status != KEOPS_OK) kerr_set(e, load_status, "%s", load_msg);
   return load_status;
 }
 
-keops_status cu_device_count(int *count, kerr *e) {
+static keops_status cu_device_count(int *count, kerr *e) {
   if (count) *count = 0;
   keops_status st = cu_load(e);
   if (st != KEOPS_OK) return st;
@@ -225,7 +226,7 @@ static keops_status check_ordinal(int ordinal, kerr *e) {
   return KEOPS_OK;
 }
 
-keops_status cu_device_info(int ordinal, cu_device *out, kerr *e) {
+static keops_status cu_device_info(int ordinal, rt_device_info *out, kerr *e) {
   if (!out) {
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "cu_device_info: NULL output");
     return KEOPS_ERROR_ARGUMENT;
@@ -242,14 +243,15 @@ keops_status cu_device_info(int ordinal, cu_device *out, kerr *e) {
     int attr;
     size_t off;
   } attrs[] = {
-      {CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, offsetof(cu_device, cc_major)},
-      {CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, offsetof(cu_device, cc_minor)},
-      {CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, offsetof(cu_device, sm_count)},
-      {CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK, offsetof(cu_device, max_threads_per_block)},
-      {CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK, offsetof(cu_device, max_shared_per_block)},
+      {CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, offsetof(rt_device_info, cc_major)},
+      {CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, offsetof(rt_device_info, cc_minor)},
+      {CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, offsetof(rt_device_info, sm_count)},
+      {CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK, offsetof(rt_device_info, max_threads_per_block)},
+      {CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK,
+       offsetof(rt_device_info, max_shared_per_block)},
       {CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
-       offsetof(cu_device, max_shared_per_block_optin)},
-      {CU_DEVICE_ATTRIBUTE_WARP_SIZE, offsetof(cu_device, warp_size)},
+       offsetof(rt_device_info, max_shared_per_block_optin)},
+      {CU_DEVICE_ATTRIBUTE_WARP_SIZE, offsetof(rt_device_info, warp_size)},
   };
   for (size_t i = 0; i < sizeof attrs / sizeof *attrs; i++) {
     int v = 0;
@@ -266,110 +268,9 @@ keops_status cu_device_info(int ordinal, cu_device *out, kerr *e) {
   return KEOPS_OK;
 }
 
-/* ---- PTX target ------------------------------------------------------------------------
- * Architectures LLVM's NVPTX back end knows, with the first LLVM release that knows each and
- * the PTX ISA each needs at least (LLVM's NVPTX.td `Proc` rows, which follow the PTX ISA
- * manual's target table; LLVM 19 checked with `llc -march=nvptx64 -mcpu=help` here):
- *   LLVM 19: sm_50..sm_90 (and sm_90a), up to +ptx85
- *   LLVM 20: + sm_100, sm_101, sm_120 (their 'a' forms), up to +ptx87 (llvm PRs #123398, #124155)
- *   LLVM 21: + sm_103, sm_121 and the 'f' forms, up to +ptx88 (llvm PR #136639)
- *   LLVM 22: + sm_88, sm_110 (PTX 9.0 renamed sm_101 to sm_110), up to +ptx90 (llvm PR #156857)
- * Newer LLVM releases are treated as 22: a subset of what they know is always safe.
- * The 'a'/'f' variants are never used: their PTX does not run on later architectures.
- * `portable` rows are the mainline ones chosen for a device LLVM does not know: compute_XY PTX
- * is JIT-compiled by the driver for any later device (compute_90 PTX runs on sm_100), but the
- * embedded and renamed targets (sm_53, 62, 72, 87, 88, 101, 103, 110, 121) are only chosen
- * for that exact device. sm_101 PTX must stay at or below PTX 8.8, its last under that name. */
-typedef struct arch_row {
-  int sm, min_ptx, max_ptx, llvm, portable;
-} arch_row;
-static const arch_row arch_rows[] = {
-    /* ascending sm */
-    {50, 40, 0, 19, 1},   {52, 41, 0, 19, 1},  {53, 42, 0, 19, 0},  {60, 50, 0, 19, 1},
-    {61, 50, 0, 19, 1},   {62, 50, 0, 19, 0},  {70, 60, 0, 19, 1},  {72, 61, 0, 19, 0},
-    {75, 63, 0, 19, 1},   {80, 70, 0, 19, 1},  {86, 71, 0, 19, 1},  {87, 74, 0, 19, 0},
-    {88, 90, 0, 22, 0},   {89, 78, 0, 19, 1},  {90, 78, 0, 19, 1},  {100, 86, 0, 20, 1},
-    {101, 86, 88, 20, 0}, {103, 88, 0, 21, 0}, {110, 90, 0, 22, 0}, {120, 87, 0, 20, 1},
-    {121, 88, 0, 21, 0},
-};
-
-/* The newest PTX ISA each CUDA driver accepts (NVIDIA's PTX ISA release history: PTX 8.6
- * came with CUDA 12.7, none with 12.6), newest first; cuDriverGetVersion's 1000*major+10*minor. */
-static const struct {
-  int driver, ptx;
-} driver_rows[] = {
-    {13010, 91}, {13000, 90}, {12090, 88}, {12080, 87}, {12070, 86}, {12050, 85}, {12040, 84},
-    {12030, 83}, {12020, 82}, {12010, 81}, {12000, 80}, {11080, 78}, {11070, 77}, {11060, 76},
-    {11050, 75}, {11040, 74}, {11030, 73}, {11020, 72}, {11010, 71}, {11000, 70}, {10020, 65},
-    {10010, 64}, {10000, 63}, {9020, 62},  {9010, 61},  {9000, 60},
-};
-
-/* The oldest PTX ISA keops emits: 6.0 (CUDA 9.0) is LLVM's own default since LLVM 16 and the
- * first with the .sync warp primitives (shfl.sync, vote.sync) the GPU kernels use. */
-enum { KEOPS_MIN_PTX = 60, KEOPS_MIN_LLVM = 19, KEOPS_MAX_LLVM_TABLE = 22 };
-
-static int llvm_max_ptx(int llvm_major) {
-  if (llvm_major >= 22) return 90;
-  if (llvm_major == 21) return 88;
-  if (llvm_major == 20) return 87;
-  return 85;
-}
-
-keops_status cu_ptx_target(const cu_device *d, int llvm_major, char *sm, size_t sm_size,
-                           char *ptx_feature, size_t ptx_feature_size, kerr *e) {
-  if (!d || !sm || !ptx_feature || sm_size < 8 || ptx_feature_size < 8) {
-    kerr_set(e, KEOPS_ERROR_ARGUMENT, "cu_ptx_target: NULL argument or buffer under 8 bytes");
-    return KEOPS_ERROR_ARGUMENT;
-  }
-  sm[0] = ptx_feature[0] = '\0';
-  if (llvm_major < KEOPS_MIN_LLVM) {
-    kerr_set(e, KEOPS_ERROR_UNSUPPORTED, "the GPU backend needs LLVM %d or newer, this is LLVM %d",
-             KEOPS_MIN_LLVM, llvm_major);
-    return KEOPS_ERROR_UNSUPPORTED;
-  }
-  if (llvm_major > KEOPS_MAX_LLVM_TABLE) llvm_major = KEOPS_MAX_LLVM_TABLE;
-  int cc = d->cc_major * 10 + d->cc_minor;
-  if (d->cc_major < 5 || d->cc_minor < 0 || d->cc_minor > 9) {
-    kerr_set(
-        e, KEOPS_ERROR_UNSUPPORTED,
-        "device %d (%s) has compute capability %d.%d; the GPU backend needs 5.0 (sm_50) or newer",
-        d->ordinal, d->name, d->cc_major, d->cc_minor);
-    return KEOPS_ERROR_UNSUPPORTED;
-  }
-  int drv_ptx = 0;
-  for (size_t i = 0; i < sizeof driver_rows / sizeof *driver_rows && !drv_ptx; i++)
-    if (d->driver_version >= driver_rows[i].driver) drv_ptx = driver_rows[i].ptx;
-  if (drv_ptx < KEOPS_MIN_PTX) {
-    kerr_set(e, KEOPS_ERROR_UNSUPPORTED,
-             "the CUDA driver (CUDA %d.%d) is too old: the GPU backend emits PTX ISA 6.0 or newer, "
-             "which needs a driver of CUDA 9.0 or newer",
-             d->driver_version / 1000, d->driver_version % 1000 / 10);
-    return KEOPS_ERROR_UNSUPPORTED;
-  }
-  int ptx = drv_ptx < llvm_max_ptx(llvm_major) ? drv_ptx : llvm_max_ptx(llvm_major);
-  /* The newest architecture that LLVM knows, the device runs and the PTX ISA can express. */
-  const arch_row *pick = NULL;
-  for (size_t i = sizeof arch_rows / sizeof *arch_rows; i-- > 0 && !pick;) {
-    const arch_row *a = &arch_rows[i];
-    if (a->llvm <= llvm_major && a->sm <= cc && (a->sm == cc || a->portable) && a->min_ptx <= ptx)
-      pick = a;
-  }
-  if (!pick) { /* unreachable while sm_50 (PTX 4.0) is in the table; kept for table edits */
-    kerr_set(
-        e, KEOPS_ERROR_UNSUPPORTED,
-        "LLVM %d has no target for device %d (%s, compute capability %d.%d) with PTX ISA %d.%d",
-        llvm_major, d->ordinal, d->name, d->cc_major, d->cc_minor, ptx / 10, ptx % 10);
-    return KEOPS_ERROR_UNSUPPORTED;
-  }
-  if (pick->max_ptx && ptx > pick->max_ptx) ptx = pick->max_ptx;
-  snprintf(sm, sm_size, "sm_%d", pick->sm);
-  snprintf(ptx_feature, ptx_feature_size, "+ptx%d", ptx);
-  return KEOPS_OK;
-}
-
 /* ---- contexts ------------------------------------------------------------------------ */
 
-keops_status cu_ctx_enter(int ordinal, kerr *e) {
+static keops_status cu_ctx_enter(int ordinal, kerr *e) {
   keops_status st = check_ordinal(ordinal, e);
   if (st != KEOPS_OK) return st;
   /* One retain per device, under the lock, so concurrent first users share one context. */
@@ -392,7 +293,7 @@ keops_status cu_ctx_enter(int ordinal, kerr *e) {
   return KEOPS_OK;
 }
 
-void cu_ctx_leave(void) {
+static void cu_ctx_leave(void) {
   CUcontext c;
   if (cu_load(NULL) == KEOPS_OK) drv.cuCtxPopCurrent(&c); /* the once orders the table's writes */
 }
@@ -405,7 +306,7 @@ static void trim(char *s) {
   while (n && (s[n - 1] == '\n' || s[n - 1] == ' ' || s[n - 1] == '\r')) s[--n] = '\0';
 }
 
-keops_status cu_module_load(const char *ptx, void **module, kerr *e) {
+static keops_status cu_module_load(const char *ptx, rt_module **module, kerr *e) {
   if (module) *module = NULL;
   if (!ptx || !module) {
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "cu_module_load: NULL argument");
@@ -427,11 +328,12 @@ keops_status cu_module_load(const char *ptx, void **module, kerr *e) {
     const char *log = errlog[0] ? errlog : infolog;
     return fail(e, "cuModuleLoadDataEx", r, log[0] ? "%s" : NULL, log);
   }
-  *module = m;
+  *module = (rt_module *)m;
   return KEOPS_OK;
 }
 
-keops_status cu_module_function(void *module, const char *name, void **fn, kerr *e) {
+static keops_status cu_module_function(rt_module *module, const char *name, rt_function **fn,
+                                       kerr *e) {
   if (fn) *fn = NULL;
   if (!module || !name || !fn) {
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "cu_module_function: NULL argument");
@@ -442,11 +344,11 @@ keops_status cu_module_function(void *module, const char *name, void **fn, kerr 
   CUfunction f = NULL;
   CUresult r = drv.cuModuleGetFunction(&f, (CUmodule)module, name);
   if (r != CUDA_SUCCESS) return fail(e, "cuModuleGetFunction", r, "kernel %s", name);
-  *fn = f;
+  *fn = (rt_function *)f;
   return KEOPS_OK;
 }
 
-keops_status cu_module_unload(void *module, kerr *e) {
+static keops_status cu_module_unload(rt_module *module, kerr *e) {
   if (!module) return KEOPS_OK;
   keops_status st = cu_load(e);
   if (st != KEOPS_OK) return st;
@@ -456,7 +358,7 @@ keops_status cu_module_unload(void *module, kerr *e) {
 
 /* ---- memory -------------------------------------------------------------------------- */
 
-keops_status cu_alloc(size_t bytes, unsigned long long *dptr, kerr *e) {
+static keops_status cu_alloc(size_t bytes, rt_dptr *dptr, kerr *e) {
   if (!dptr) {
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "cu_alloc: NULL argument");
     return KEOPS_ERROR_ARGUMENT;
@@ -471,7 +373,7 @@ keops_status cu_alloc(size_t bytes, unsigned long long *dptr, kerr *e) {
   return KEOPS_OK;
 }
 
-keops_status cu_free(unsigned long long dptr, kerr *e) {
+static keops_status cu_free(rt_dptr dptr, kerr *e) {
   if (!dptr) return KEOPS_OK;
   keops_status st = cu_load(e);
   if (st != KEOPS_OK) return st;
@@ -479,7 +381,8 @@ keops_status cu_free(unsigned long long dptr, kerr *e) {
   return KEOPS_OK;
 }
 
-keops_status cu_htod(unsigned long long dst, const void *src, size_t bytes, void *stream, kerr *e) {
+static keops_status cu_htod(rt_dptr dst, const void *src, size_t bytes, rt_stream *stream,
+                            kerr *e) {
   keops_status st = cu_load(e);
   if (st != KEOPS_OK || bytes == 0) return st;
   CUresult r = drv.cuMemcpyHtoDAsync(dst, src, bytes, (CUstream)stream);
@@ -487,7 +390,7 @@ keops_status cu_htod(unsigned long long dst, const void *src, size_t bytes, void
   return KEOPS_OK;
 }
 
-keops_status cu_dtoh(void *dst, unsigned long long src, size_t bytes, void *stream, kerr *e) {
+static keops_status cu_dtoh(void *dst, rt_dptr src, size_t bytes, rt_stream *stream, kerr *e) {
   keops_status st = cu_load(e);
   if (st != KEOPS_OK || bytes == 0) return st;
   CUresult r = drv.cuMemcpyDtoHAsync(dst, src, bytes, (CUstream)stream);
@@ -495,7 +398,7 @@ keops_status cu_dtoh(void *dst, unsigned long long src, size_t bytes, void *stre
   return KEOPS_OK;
 }
 
-keops_status cu_memset0(unsigned long long dptr, size_t bytes, void *stream, kerr *e) {
+static keops_status cu_memset0(rt_dptr dptr, size_t bytes, rt_stream *stream, kerr *e) {
   keops_status st = cu_load(e);
   if (st != KEOPS_OK || bytes == 0) return st;
   CUresult r = drv.cuMemsetD8Async(dptr, 0, bytes, (CUstream)stream);
@@ -503,7 +406,7 @@ keops_status cu_memset0(unsigned long long dptr, size_t bytes, void *stream, ker
   return KEOPS_OK;
 }
 
-keops_status cu_pointer_device(unsigned long long dptr, int *ordinal, kerr *e) {
+static keops_status cu_pointer_device(rt_dptr dptr, int *ordinal, kerr *e) {
   if (!ordinal) {
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "cu_pointer_device: NULL argument");
     return KEOPS_ERROR_ARGUMENT;
@@ -520,8 +423,8 @@ keops_status cu_pointer_device(unsigned long long dptr, int *ordinal, kerr *e) {
 
 /* ---- launches ------------------------------------------------------------------------ */
 
-keops_status cu_launch(void *fn, const unsigned grid[3], const unsigned block[3],
-                       unsigned shared_bytes, void *stream, void **params, kerr *e) {
+static keops_status cu_launch(rt_function *fn, const unsigned grid[3], const unsigned block[3],
+                              unsigned shared_bytes, rt_stream *stream, void **params, kerr *e) {
   if (!fn || !grid || !block) {
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "cu_launch: NULL argument");
     return KEOPS_ERROR_ARGUMENT;
@@ -543,7 +446,7 @@ keops_status cu_launch(void *fn, const unsigned grid[3], const unsigned block[3]
   return KEOPS_OK;
 }
 
-keops_status cu_sync(void *stream, kerr *e) {
+static keops_status cu_sync(rt_stream *stream, kerr *e) {
   keops_status st = cu_load(e);
   if (st != KEOPS_OK) return st;
   if (stream)
@@ -553,18 +456,40 @@ keops_status cu_sync(void *stream, kerr *e) {
   return KEOPS_OK;
 }
 
-keops_status cu_stream_create(void **stream, kerr *e) {
+static keops_status cu_stream_create(rt_stream **stream, kerr *e) {
   keops_status st = cu_load(e);
   if (st != KEOPS_OK) return st;
   CUstream s = NULL;
   CU_CALL(e, cuStreamCreate, (&s, 1u)); /* CU_STREAM_NON_BLOCKING: no implicit default-stream sync */
-  *stream = s;
+  *stream = (rt_stream *)s;
   return KEOPS_OK;
 }
 
-keops_status cu_stream_destroy(void *stream, kerr *e) {
+static keops_status cu_stream_destroy(rt_stream *stream, kerr *e) {
   keops_status st = cu_load(e);
   if (st != KEOPS_OK) return st;
   CU_CALL(e, cuStreamDestroy, ((CUstream)stream));
   return KEOPS_OK;
 }
+
+const rt_device cu_driver = {
+    .name = "CUDA driver",
+    .load = cu_load,
+    .count = cu_device_count,
+    .info = cu_device_info,
+    .enter = cu_ctx_enter,
+    .leave = cu_ctx_leave,
+    .module_load = cu_module_load,
+    .module_function = cu_module_function,
+    .module_unload = cu_module_unload,
+    .alloc = cu_alloc,
+    .free = cu_free,
+    .htod = cu_htod,
+    .dtoh = cu_dtoh,
+    .memset0 = cu_memset0,
+    .pointer_device = cu_pointer_device,
+    .launch = cu_launch,
+    .sync = cu_sync,
+    .stream_create = cu_stream_create,
+    .stream_destroy = cu_stream_destroy,
+};

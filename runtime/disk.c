@@ -17,6 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fnv.h"
+
 #define DISK_FORMAT 1u
 static const char magic[8] = {'K', 'E', 'O', 'P', 'S', 'O', 'B', 'J'};
 
@@ -26,12 +28,6 @@ typedef struct header {
   uint64_t size, sum;
 } header;
 
-uint64_t rt_fnv64(const void *p, size_t n, uint64_t h) {
-  const unsigned char *s = p;
-  for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ull;
-  return h;
-}
-#define FNV_SEED 1469598103934665603ull
 
 /* mkdir -p, quietly: a directory we cannot make only disables the cache. */
 static int make_dirs(char *path) {
@@ -59,7 +55,7 @@ void rt_disk_init(rt_disk *d) {
 
 static void file_name(const rt_disk *d, const char *key, char *out, size_t n) {
   snprintf(out, n, "%s/%016llx.kobj", d->dir,
-           (unsigned long long)rt_fnv64(key, strlen(key), FNV_SEED));
+           (unsigned long long)kfnv64_str(key));
 }
 
 void *rt_disk_load(const rt_disk *d, const char *key, size_t *size) {
@@ -76,7 +72,7 @@ void *rt_disk_load(const rt_disk *d, const char *key, size_t *size) {
       h.format == DISK_FORMAT && h.keylen == klen && h.size > 0 && h.size < ((uint64_t)1 << 32) &&
       (kbuf = malloc(klen + 1)) && fread(kbuf, 1, klen, f) == klen && !memcmp(kbuf, key, klen) &&
       (obj = malloc(h.size)) && fread(obj, 1, h.size, f) == h.size &&
-      rt_fnv64(obj, h.size, rt_fnv64(key, klen, FNV_SEED)) == h.sum) {
+      kfnv64(obj, h.size, kfnv64(key, klen, KFNV64_SEED)) == h.sum) {
     *size = h.size;
   } else {
     free(obj);
@@ -100,7 +96,7 @@ void rt_disk_store(const rt_disk *d, const char *key, const void *obj, size_t si
   h.format = DISK_FORMAT;
   h.keylen = (uint32_t)klen;
   h.size = size;
-  h.sum = rt_fnv64(obj, size, rt_fnv64(key, klen, FNV_SEED));
+  h.sum = kfnv64(obj, size, kfnv64(key, klen, KFNV64_SEED));
   FILE *f = fdopen(fd, "wb");
   int ok = f && fwrite(&h, sizeof h, 1, f) == 1 && fwrite(key, 1, klen, f) == klen &&
            fwrite(obj, 1, size, f) == size;

@@ -19,7 +19,5 @@ void rt_disk_init(rt_disk *d);
 void *rt_disk_load(const rt_disk *d, const char *key, size_t *size);
 /* Stores obj under key, atomically; failures are ignored (the next run compiles again). */
 void rt_disk_store(const rt_disk *d, const char *key, const void *obj, size_t size);
-/* FNV-1a 64 of n bytes, continuing from h (1469598103934665603 to start). */
-uint64_t rt_fnv64(const void *p, size_t n, uint64_t h);
 
 #endif

@@ -2,28 +2,30 @@
  * (program, device), both through the context's single-flight cache; host arrays are copied
  * in and out, device pointers are used as they are. When the rows cannot fill the device,
  * j is split across blockIdx.y and a second kernel (keops_combine) merges the partial
- * states of each row. */
+ * states of each row. Devices are reached only through the context's device table (ctx->dev,
+ * device.h), so any implementation of it runs this code unchanged. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <llvm/Config/llvm-config.h>
 
-#include "cuda.h"
+#include "device.h"
 #include "gpu.h"
 #include "red.h"
 #include "runtime.h"
 
 /* What a (kernel, device) needs at launch; lives until the context is destroyed. */
 typedef struct rt_gpu_code {
-  void *module, *fn, *combine;
+  rt_module *module;
+  rt_function *fn, *combine;
   struct rt_gpu_code *next; /* the context's list, for unloading */
   int ordinal;
 } rt_gpu_code;
 
 typedef struct build_ctx {
   keops_kernel *k;
-  const cu_device *dev;
+  const rt_device_info *info;
   kt_target t;
 } build_ctx;
 
@@ -36,6 +38,7 @@ static void *build_ptx(void *arg, kerr *e) {
 static void *build_module(void *arg, kerr *e) {
   build_ctx *b = arg;
   keops_context *ctx = b->k->ctx;
+  const rt_device *dev = ctx->dev;
   size_t n = strlen(b->k->prog->key) + strlen(b->t.cpu) + strlen(b->t.features) + 8;
   char *pkey = malloc(n);
   if (!pkey) {
@@ -48,20 +51,20 @@ static void *build_module(void *arg, kerr *e) {
   rt_gpu_code *c = ptx ? calloc(1, sizeof *c) : NULL;
   if (ptx && !c) kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory");
   if (!c) return NULL;
-  if (cu_ctx_enter(b->dev->ordinal, e) != KEOPS_OK) {
+  if (dev->enter(b->info->ordinal, e) != KEOPS_OK) {
     free(c);
     return NULL;
   }
-  if (cu_module_load(ptx, &c->module, e) == KEOPS_OK &&
-      (cu_module_function(c->module, "keops_kernel", &c->fn, e) != KEOPS_OK ||
-       cu_module_function(c->module, "keops_combine", &c->combine, e) != KEOPS_OK))
-    cu_module_unload(c->module, NULL), c->module = NULL, c->fn = NULL;
-  cu_ctx_leave();
+  if (dev->module_load(ptx, &c->module, e) == KEOPS_OK &&
+      (dev->module_function(c->module, "keops_kernel", &c->fn, e) != KEOPS_OK ||
+       dev->module_function(c->module, "keops_combine", &c->combine, e) != KEOPS_OK))
+    dev->module_unload(c->module, NULL), c->module = NULL, c->fn = NULL;
+  dev->leave();
   if (!c->fn) {
     free(c);
     return NULL;
   }
-  c->ordinal = b->dev->ordinal;
+  c->ordinal = b->info->ordinal;
   pthread_mutex_lock(&ctx->lock);
   c->next = ctx->gpu_code;
   ctx->gpu_code = c;
@@ -70,25 +73,26 @@ static void *build_module(void *arg, kerr *e) {
 }
 
 void rt_gpu_unload(keops_context *ctx) {
+  const rt_device *dev = ctx->dev;
   for (rt_gpu_code *c = ctx->gpu_code, *n; c; c = n) {
     n = c->next;
-    if (cu_ctx_enter(c->ordinal, NULL) == KEOPS_OK) {
-      cu_module_unload(c->module, NULL);
-      cu_ctx_leave();
+    if (dev->enter(c->ordinal, NULL) == KEOPS_OK) {
+      dev->module_unload(c->module, NULL);
+      dev->leave();
     }
     free(c);
   }
   ctx->gpu_code = NULL;
 }
 
-/* The code of k for device dev (compiled and loaded on first use). */
-static rt_gpu_code *gpu_code(keops_kernel *k, const cu_device *dev, kerr *e) {
-  build_ctx b = {k, dev, {0}};
+/* The code of k for the device described by info (compiled and loaded on first use). */
+static rt_gpu_code *gpu_code(keops_kernel *k, const rt_device_info *info, kerr *e) {
+  build_ctx b = {k, info, {0}};
   char sm[16], ptx[16];
-  if (cu_ptx_target(dev, LLVM_VERSION_MAJOR, sm, sizeof sm, ptx, sizeof ptx, e)) return NULL;
+  if (rt_ptx_target(info, LLVM_VERSION_MAJOR, sm, sizeof sm, ptx, sizeof ptx, e)) return NULL;
   kt_set(&b.t, &kt_nvptx, sm, ptx);
   char suffix[64];
-  snprintf(suffix, sizeof suffix, "|dev=%d", dev->ordinal);
+  snprintf(suffix, sizeof suffix, "|dev=%d", info->ordinal);
   size_t n = strlen(k->prog->key) + sizeof suffix + strlen(b.t.cpu) + strlen(b.t.features) + 8;
   char *key = malloc(n);
   if (!key) {
@@ -105,10 +109,11 @@ static rt_gpu_code *gpu_code(keops_kernel *k, const cu_device *dev, kerr *e) {
 
 typedef struct run {
   const fe_program *p;
-  const cu_device *dev;
-  void *stream;
+  const rt_device *dev;
+  const rt_device_info *info;
+  rt_stream *stream;
   int64_t rows, nred;
-  unsigned long long in[FE_MAX_ARGS], out[2], partial;
+  rt_dptr in[FE_MAX_ARGS], out[2], partial;
   int own_in[FE_MAX_ARGS], own_out[2];
   size_t es;
 } run;
@@ -120,7 +125,8 @@ static int64_t arg_rows(const fe_program *p, int pos, int64_t M, int64_t N) {
 
 /* Threads per block: as many as the launch bound, the device and the shared memory allow,
  * in whole warps. */
-static unsigned block_size(const fe_program *p, const cu_device *d, size_t es, unsigned *shared) {
+static unsigned block_size(const fe_program *p, const rt_device_info *d, size_t es,
+                           unsigned *shared) {
   unsigned bs = GPU_MAX_BLOCK < d->max_threads_per_block ? GPU_MAX_BLOCK : (unsigned)d->max_threads_per_block;
   size_t per = (size_t)gpu_tile_width(p) * es;
   size_t limit = (size_t)(d->max_shared_per_block_optin > d->max_shared_per_block ? d->max_shared_per_block_optin
@@ -144,13 +150,13 @@ static keops_status launch(run *r, rt_gpu_code *c, unsigned bs, unsigned shared,
   for (int pos = 0; pos < p->args.n; pos++) params[np++] = &r->in[pos];
   for (int o = 0; o < p->nout; o++) params[np++] = &r->out[o];
   unsigned grid[3] = {(unsigned)((r->rows + bs - 1) / bs), nsplit, 1}, block[3] = {bs, 1, 1};
-  return cu_launch(c->fn, grid, block, shared, r->stream, params, e);
+  return r->dev->launch(c->fn, grid, block, shared, r->stream, params, e);
 }
 
 /* Small row counts: split j so that the device gets about 4 blocks per SM (half of what an
  * SM of 2048 threads holds at 256 threads a block: enough to hide latency). */
 static unsigned split_count(const run *r, unsigned bs) {
-  int64_t blocks = (r->rows + bs - 1) / bs, want = 4 * (int64_t)r->dev->sm_count;
+  int64_t blocks = (r->rows + bs - 1) / bs, want = 4 * (int64_t)r->info->sm_count;
   if (blocks >= want || r->nred < 4 * (int64_t)bs) return 1;
   int64_t s = (want + blocks - 1) / blocks, cap = r->nred / (4 * (int64_t)bs);
   s = s < cap ? s : cap;
@@ -162,7 +168,7 @@ static keops_status combine(run *r, rt_gpu_code *c, unsigned bs, unsigned nsplit
   int64_t ns = nsplit;
   void *params[3 + 2] = {&r->rows, &ns, &r->partial, &r->out[0], &r->out[1]};
   unsigned grid[3] = {(unsigned)((r->rows + bs - 1) / bs), 1, 1}, block[3] = {bs, 1, 1};
-  return cu_launch(c->combine, grid, block, 0, r->stream, params, e);
+  return r->dev->launch(c->combine, grid, block, 0, r->stream, params, e);
 }
 
 static size_t out_bytes(const fe_program *p, int o, int64_t rows) {
@@ -175,29 +181,30 @@ static keops_status stage_in(run *r, int64_t M, int64_t N, const void *const *ar
   for (int pos = 0; pos < p->args.n; pos++) {
     size_t bytes = (size_t)arg_rows(p, pos, M, N) * (size_t)p->args.dim[pos] * r->es;
     if (!bytes) continue;
-    if (cu_alloc(bytes, &r->in[pos], e)) return e->status;
+    if (r->dev->alloc(bytes, &r->in[pos], e)) return e->status;
     r->own_in[pos] = 1;
-    if (cu_htod(r->in[pos], args[pos], bytes, r->stream, e)) return e->status;
+    if (r->dev->htod(r->in[pos], args[pos], bytes, r->stream, e)) return e->status;
   }
   for (int o = 0; o < p->nout; o++) {
     size_t bytes = out_bytes(p, o, r->rows);
     if (!bytes) continue;
-    if (cu_alloc(bytes, &r->out[o], e)) return e->status;
+    if (r->dev->alloc(bytes, &r->out[o], e)) return e->status;
     r->own_out[o] = 1;
   }
   return KEOPS_OK;
 }
 
 /* Device pointers must live on the device the run uses. */
-static keops_status check_device_pointers(const fe_program *p, const void *const *args,
-                                          void *const *outs, int ordinal, kerr *e) {
+static keops_status check_device_pointers(const rt_device *d, const fe_program *p,
+                                          const void *const *args, void *const *outs, int ordinal,
+                                          kerr *e) {
   for (int q = 0; q < p->args.n + p->nout; q++) {
     const void *ptr = q < p->args.n ? (args ? args[q] : NULL) : outs[q - p->args.n];
     int dev = -1;
     if (!ptr) continue;
     kerr why;
     kerr_clear(&why);
-    if (cu_pointer_device((unsigned long long)(uintptr_t)ptr, &dev, &why)) {
+    if (d->pointer_device((rt_dptr)(uintptr_t)ptr, &dev, &why)) {
       kerr_set(e, KEOPS_ERROR_ARGUMENT, "%s %d is not a device pointer (%s)",
                q < p->args.n ? "argument" : "output", q < p->args.n ? q : q - p->args.n, why.msg);
       return e->status;
@@ -214,15 +221,17 @@ static keops_status check_device_pointers(const fe_program *p, const void *const
 keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
                         void *const *outs, const keops_run_options *o, kerr *e) {
   const fe_program *p = k->prog;
-  cu_device dev;
-  if (cu_load(e) || cu_device_info(o->device_id, &dev, e)) return e->status;
-  rt_gpu_code *c = gpu_code(k, &dev, e);
+  const rt_device *dev = k->ctx->dev;
+  rt_device_info info;
+  if (dev->load(e) || dev->info(o->device_id, &info, e)) return e->status;
+  rt_gpu_code *c = gpu_code(k, &info, e);
   if (!c) return e->status;
-  if (cu_ctx_enter(dev.ordinal, e)) return e->status;
+  if (dev->enter(info.ordinal, e)) return e->status;
   run r;
   memset(&r, 0, sizeof r);
   r.p = p;
-  r.dev = &dev;
+  r.dev = dev;
+  r.info = &info;
   r.stream = o->stream;
   r.rows = p->axis == 1 ? M : N;
   r.nred = p->axis == 1 ? N : M;
@@ -230,40 +239,40 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
   int devp = o->device_pointers != 0;
   keops_status rc = KEOPS_OK;
   if (devp) {
-    rc = check_device_pointers(p, args, outs, dev.ordinal, e);
-    for (int pos = 0; pos < p->args.n; pos++) r.in[pos] = (unsigned long long)(uintptr_t)args[pos];
-    for (int q = 0; q < p->nout; q++) r.out[q] = (unsigned long long)(uintptr_t)outs[q];
+    rc = check_device_pointers(dev, p, args, outs, info.ordinal, e);
+    for (int pos = 0; pos < p->args.n; pos++) r.in[pos] = (rt_dptr)(uintptr_t)args[pos];
+    for (int q = 0; q < p->nout; q++) r.out[q] = (rt_dptr)(uintptr_t)outs[q];
   } else if (r.rows) {
     rc = stage_in(&r, M, N, args, e);
   }
   if (rc == KEOPS_OK && r.rows) {
-    unsigned shared, bs = block_size(p, &dev, r.es, &shared);
+    unsigned shared, bs = block_size(p, &info, r.es, &shared);
     if (bs < 32) {
       rc = KEOPS_ERROR_UNSUPPORTED;
       kerr_set(e, rc, "the j-variables (%d values per j) do not fit in %s's shared memory",
-               gpu_tile_width(p), dev.name);
+               gpu_tile_width(p), info.name);
     }
     unsigned nsplit = rc == KEOPS_OK ? split_count(&r, bs) : 1;
     if (rc == KEOPS_OK && nsplit > 1) {
       red_spec s;
       if (red_spec_init(&s, p->red, p->fdim, p->k, p->scheme, r.nred, e)) rc = e->status;
-      else rc = cu_alloc(sizeof(double) * nsplit * (size_t)r.rows * s.state, &r.partial, e);
+      else rc = dev->alloc(sizeof(double) * nsplit * (size_t)r.rows * s.state, &r.partial, e);
     }
     if (rc == KEOPS_OK) rc = launch(&r, c, bs, shared, nsplit, e);
     if (rc == KEOPS_OK && nsplit > 1) rc = combine(&r, c, bs, nsplit, e);
     if (rc == KEOPS_OK && !devp)
       for (int q = 0; rc == KEOPS_OK && q < p->nout; q++)
-        if (out_bytes(p, q, r.rows)) rc = cu_dtoh(outs[q], r.out[q], out_bytes(p, q, r.rows), r.stream, e);
-    if (rc == KEOPS_OK && !devp) rc = cu_sync(r.stream, e);
+        if (out_bytes(p, q, r.rows)) rc = dev->dtoh(outs[q], r.out[q], out_bytes(p, q, r.rows), r.stream, e);
+    if (rc == KEOPS_OK && !devp) rc = dev->sync(r.stream, e);
   }
   /* the stream may still use the buffers (device pointers, or after an error) */
-  if (rc != KEOPS_OK || r.partial) cu_sync(r.stream, NULL);
+  if (rc != KEOPS_OK || r.partial) dev->sync(r.stream, NULL);
   for (int pos = 0; pos < p->args.n; pos++)
-    if (r.own_in[pos]) cu_free(r.in[pos], NULL);
+    if (r.own_in[pos]) dev->free(r.in[pos], NULL);
   for (int q = 0; q < p->nout; q++)
-    if (r.own_out[q]) cu_free(r.out[q], NULL);
-  if (r.partial) cu_free(r.partial, NULL);
-  cu_ctx_leave();
+    if (r.own_out[q]) dev->free(r.out[q], NULL);
+  if (r.partial) dev->free(r.partial, NULL);
+  dev->leave();
   return rc;
 }
 
@@ -271,18 +280,19 @@ keops_status rt_gpu_fill_zero(const keops_kernel *k, int64_t M, int64_t N, void 
                               const keops_run_options *o, kerr *e) {
   const fe_program *p = k->prog;
   int64_t rows = p->axis == 1 ? M : N;
-  if (cu_load(e) || cu_ctx_enter(o->device_id, e)) return e->status;
-  keops_status rc = check_device_pointers(p, NULL, outs, o->device_id, e);
+  const rt_device *dev = k->ctx->dev;
+  if (dev->load(e) || dev->enter(o->device_id, e)) return e->status;
+  keops_status rc = check_device_pointers(dev, p, NULL, outs, o->device_id, e);
   for (int q = 0; rc == KEOPS_OK && q < p->nout; q++)
     if (out_bytes(p, q, rows))
-      rc = cu_memset0((unsigned long long)(uintptr_t)outs[q], out_bytes(p, q, rows), o->stream, e);
-  cu_ctx_leave();
+      rc = dev->memset0((rt_dptr)(uintptr_t)outs[q], out_bytes(p, q, rows), o->stream, e);
+  dev->leave();
   return rc;
 }
 
-int rt_gpu_usable(void) {
+int rt_gpu_usable(const rt_device *dev) {
   kerr e;
   kerr_clear(&e);
   int n = 0;
-  return cu_load(&e) == KEOPS_OK && cu_device_count(&n, &e) == KEOPS_OK && n > 0;
+  return dev->load(&e) == KEOPS_OK && dev->count(&n, &e) == KEOPS_OK && n > 0;
 }

@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 
 #include "cpu_run.h"
+#include "device.h"
 #include "front.h"
 #include "keops.h"
 
@@ -23,6 +24,7 @@ struct keops_context {
   rt_pool *pool;
   rt_cache *cache;            /* created with the context: compiles are single-flight per key */
   char describe[4][160];      /* keops_backend_describe, per keops_backend */
+  const rt_device *dev;       /* the GPU backend's devices (rt_device_default()); static */
   struct rt_gpu_code *gpu_code; /* modules loaded on devices, unloaded with the context */
   rt_disk disk;               /* compiled CPU kernels on disk (KEOPS_CACHE_DIR) */
   int gpu_usable;             /* a driver and a device at creation: where AUTO runs */
@@ -40,6 +42,8 @@ struct keops_kernel {
 };
 
 /* context.c */
+/* The device implementation new contexts use: the CUDA driver (cuda.c). Static storage. */
+const rt_device *rt_device_default(void);
 keops_status rt_context_init(keops_context *ctx, kerr *e);
 void rt_context_fini(keops_context *ctx);
 /* The key under which k's CPU code is cached (malloc'ed into k->cpu_key). */
@@ -68,7 +72,7 @@ keops_status rt_fail(keops_status st, const char *fmt, ...) __attribute__((forma
 keops_status rt_fail_kerr(const kerr *e, const char *who);
 
 /* gpu_run.c */
-int rt_gpu_usable(void); /* a CUDA driver and at least one device */
+int rt_gpu_usable(const rt_device *dev); /* dev loads and has at least one device */
 keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
                         void *const *outs, const keops_run_options *o, kerr *e);
 /* Zeros the outputs when they are device pointers (a formula that simplified to Zero). */

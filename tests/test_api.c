@@ -332,7 +332,7 @@ START_TEST(run_errors) {
 
   keops_run_options o = {0};
   o.backend = KEOPS_BACKEND_GPU;
-  if (!rt_gpu_usable()) /* every driver failure names the library it looked for */
+  if (!rt_gpu_usable(s.k->ctx->dev)) /* every driver failure names the library it looked for */
     expect_run_error(&s, 2, 3, &o, KEOPS_ERROR_NO_DEVICE, "libcuda.so.1");
   o.backend = KEOPS_BACKEND_CPU;
   o.device_pointers = 1;
@@ -371,7 +371,7 @@ START_TEST(backend_queries) {
   small s;
   small_init(&s);
   keops_run_options o = {.backend = KEOPS_BACKEND_AUTO, .device_id = 0, .num_threads = 0};
-  keops_backend autob = rt_gpu_usable() ? KEOPS_BACKEND_GPU : KEOPS_BACKEND_CPU;
+  keops_backend autob = rt_gpu_usable(s.k->ctx->dev) ? KEOPS_BACKEND_GPU : KEOPS_BACKEND_CPU;
   ck_assert_int_eq(keops_kernel_backend(s.k, NULL), autob);
   ck_assert_int_eq(keops_kernel_backend(s.k, &o), autob);
   o.backend = KEOPS_BACKEND_REFERENCE;

@@ -1,4 +1,5 @@
-/* CUDA driver layer (runtime/cuda.c): the no-driver path, the PTX target tables with
+/* CUDA driver layer (runtime/cuda.c, through its device table cu_driver) and the PTX target
+ * choice (runtime/ptx_target.c): the no-driver path, the PTX target tables with
  * synthetic devices, and, where a GPU is present, contexts, modules, memory and launches
  * with hand-written PTX. Without a device the GPU checks are skipped with one line saying
  * why. The suite runs in one process (no fork): the driver must not be used across fork. */
@@ -13,14 +14,27 @@
 #include "cuda.h"
 #include "testutil.h"
 
-static int have_gpu;           /* cu_load succeeded (set in main) */
+/* The implementation under test; the PTX target tables are device.h's (rt_ptx_target). */
+static const rt_device *const cu = &cu_driver;
+static int have_gpu;           /* cu->load succeeded (set in main) */
 static char load_reason[4096]; /* its message when it did not */
 
 /* ---- without a device (and with one: what must hold either way) ---------------------- */
 
+/* Designated initializers leave a forgotten hook NULL without a warning: the runtime would
+ * crash on its first call instead. */
+START_TEST(table_complete) {
+  ck_assert_ptr_nonnull(cu->name);
+  ck_assert(cu->load && cu->count && cu->info && cu->enter && cu->leave);
+  ck_assert(cu->module_load && cu->module_function && cu->module_unload);
+  ck_assert(cu->alloc && cu->free && cu->htod && cu->dtoh && cu->memset0 && cu->pointer_device);
+  ck_assert(cu->launch && cu->sync && cu->stream_create && cu->stream_destroy);
+}
+END_TEST
+
 START_TEST(load_consistent) {
   kerr a = {0}, b = {0};
-  keops_status s1 = cu_load(&a), s2 = cu_load(&b);
+  keops_status s1 = cu->load(&a), s2 = cu->load(&b);
   ck_assert_int_eq(s1, s2);
   ck_assert_str_eq(a.msg, b.msg);
   if (s1 != KEOPS_OK) {
@@ -31,7 +45,7 @@ START_TEST(load_consistent) {
   } else {
     ck_assert_int_eq(a.status, KEOPS_OK);
   }
-  ck_assert_int_eq(cu_load(NULL), s1); /* a NULL kerr is fine */
+  ck_assert_int_eq(cu->load(NULL), s1); /* a NULL kerr is fine */
 }
 END_TEST
 
@@ -44,7 +58,7 @@ static void *load_thread(void *arg) {
   load_result *r = arg;
   for (int i = 0; i < 100; i++) {
     kerr e = {0};
-    keops_status st = cu_load(&e);
+    keops_status st = cu->load(&e);
     if (i == 0 || st != r->st || strcmp(e.msg, r->e.msg) != 0) {
       if (i > 0) { /* a change between calls: record a mismatch the main thread sees */
         r->st = (keops_status)-1;
@@ -66,7 +80,7 @@ START_TEST(load_from_threads) {
     ck_assert_int_eq(pthread_create(&th[i], NULL, load_thread, &res[i]), 0);
   for (int i = 0; i < T; i++) pthread_join(th[i], NULL);
   kerr e = {0};
-  keops_status st = cu_load(&e);
+  keops_status st = cu->load(&e);
   for (int i = 0; i < T; i++) {
     ck_assert_int_eq(res[i].st, st);
     ck_assert_str_eq(res[i].e.msg, e.msg);
@@ -78,28 +92,28 @@ START_TEST(no_device_everywhere) {
   if (have_gpu) return;
   kerr e = {0};
   int n = 7;
-  ck_assert_int_eq(cu_device_count(&n, &e), KEOPS_ERROR_NO_DEVICE);
+  ck_assert_int_eq(cu->count(&n, &e), KEOPS_ERROR_NO_DEVICE);
   ck_assert_int_eq(n, 0);
   ck_assert_str_eq(e.msg, load_reason);
-  cu_device d;
+  rt_device_info d;
   kerr e2 = {0};
-  ck_assert_int_eq(cu_device_info(0, &d, &e2), KEOPS_ERROR_NO_DEVICE);
+  ck_assert_int_eq(cu->info(0, &d, &e2), KEOPS_ERROR_NO_DEVICE);
   ck_assert_str_eq(e2.msg, load_reason);
   kerr e3 = {0};
-  ck_assert_int_eq(cu_ctx_enter(0, &e3), KEOPS_ERROR_NO_DEVICE);
+  ck_assert_int_eq(cu->enter(0, &e3), KEOPS_ERROR_NO_DEVICE);
   kerr e4 = {0};
   unsigned long long p = 1;
-  ck_assert_int_eq(cu_alloc(16, &p, &e4), KEOPS_ERROR_NO_DEVICE);
+  ck_assert_int_eq(cu->alloc(16, &p, &e4), KEOPS_ERROR_NO_DEVICE);
   ck_assert(p == 0);
-  void *m = (void *)1;
+  rt_module *m = (rt_module *)1;
   kerr e5 = {0};
-  ck_assert_int_eq(cu_module_load(".version 7.8\n", &m, &e5), KEOPS_ERROR_NO_DEVICE);
+  ck_assert_int_eq(cu->module_load(".version 7.8\n", &m, &e5), KEOPS_ERROR_NO_DEVICE);
   ck_assert_ptr_null(m);
   kerr e6 = {0};
-  ck_assert_int_eq(cu_sync(NULL, &e6), KEOPS_ERROR_NO_DEVICE);
-  cu_ctx_leave(); /* harmless without a driver */
-  ck_assert_int_eq(cu_free(0, NULL), KEOPS_OK);
-  ck_assert_int_eq(cu_module_unload(NULL, NULL), KEOPS_OK);
+  ck_assert_int_eq(cu->sync(NULL, &e6), KEOPS_ERROR_NO_DEVICE);
+  cu->leave(); /* harmless without a driver */
+  ck_assert_int_eq(cu->free(0, NULL), KEOPS_OK);
+  ck_assert_int_eq(cu->module_unload(NULL, NULL), KEOPS_OK);
 }
 END_TEST
 
@@ -163,7 +177,7 @@ static const target_case target_cases[] = {
 
 START_TEST(ptx_target_table) {
   const target_case *c = &target_cases[_i];
-  cu_device d = {0};
+  rt_device_info d = {0};
   d.ordinal = 0;
   snprintf(d.name, sizeof d.name, "synthetic");
   d.cc_major = c->cc_major;
@@ -171,7 +185,7 @@ START_TEST(ptx_target_table) {
   d.driver_version = c->driver;
   char sm[16], ptx[16];
   kerr e = {0};
-  keops_status st = cu_ptx_target(&d, c->llvm, sm, sizeof sm, ptx, sizeof ptx, &e);
+  keops_status st = rt_ptx_target(&d, c->llvm, sm, sizeof sm, ptx, sizeof ptx, &e);
   if (c->sm) {
     ck_assert_msg(st == KEOPS_OK, "cc %d.%d driver %d LLVM %d: %s", c->cc_major, c->cc_minor,
                   c->driver, c->llvm, e.msg);
@@ -188,23 +202,23 @@ START_TEST(ptx_target_table) {
 END_TEST
 
 START_TEST(ptx_target_messages) {
-  cu_device d = {.cc_major = 3, .cc_minor = 5, .driver_version = 12000};
+  rt_device_info d = {.cc_major = 3, .cc_minor = 5, .driver_version = 12000};
   snprintf(d.name, sizeof d.name, "Tesla K40");
   char sm[16], ptx[16];
   kerr e = {0};
-  ck_assert_int_eq(cu_ptx_target(&d, 19, sm, sizeof sm, ptx, sizeof ptx, &e),
+  ck_assert_int_eq(rt_ptx_target(&d, 19, sm, sizeof sm, ptx, sizeof ptx, &e),
                    KEOPS_ERROR_UNSUPPORTED);
   ck_assert_msg(strstr(e.msg, "3.5") && strstr(e.msg, "sm_50") && strstr(e.msg, "Tesla K40"), "%s",
                 e.msg);
-  cu_device old = {.cc_major = 6, .cc_minor = 0, .driver_version = 8000};
+  rt_device_info old = {.cc_major = 6, .cc_minor = 0, .driver_version = 8000};
   kerr e2 = {0};
-  ck_assert_int_eq(cu_ptx_target(&old, 19, sm, sizeof sm, ptx, sizeof ptx, &e2),
+  ck_assert_int_eq(rt_ptx_target(&old, 19, sm, sizeof sm, ptx, sizeof ptx, &e2),
                    KEOPS_ERROR_UNSUPPORTED);
   ck_assert_msg(strstr(e2.msg, "8.0") && strstr(e2.msg, "too old"), "%s", e2.msg);
   kerr e3 = {0};
-  ck_assert_int_eq(cu_ptx_target(&d, 19, sm, 4, ptx, sizeof ptx, &e3), KEOPS_ERROR_ARGUMENT);
+  ck_assert_int_eq(rt_ptx_target(&d, 19, sm, 4, ptx, sizeof ptx, &e3), KEOPS_ERROR_ARGUMENT);
   kerr e4 = {0};
-  ck_assert_int_eq(cu_ptx_target(NULL, 19, sm, sizeof sm, ptx, sizeof ptx, &e4),
+  ck_assert_int_eq(rt_ptx_target(NULL, 19, sm, sizeof sm, ptx, sizeof ptx, &e4),
                    KEOPS_ERROR_ARGUMENT);
 }
 END_TEST
@@ -283,11 +297,11 @@ static const char test_ptx[] =
 START_TEST(gpu_device_info) {
   if (!have_gpu) return;
   int n = 0;
-  OK(cu_device_count(&n, &e_));
+  OK(cu->count(&n, &e_));
   ck_assert_int_ge(n, 1);
   for (int i = 0; i < n; i++) {
-    cu_device d;
-    OK(cu_device_info(i, &d, &e_));
+    rt_device_info d;
+    OK(cu->info(i, &d, &e_));
     ck_assert_int_eq(d.ordinal, i);
     ck_assert(d.name[0] != '\0');
     ck_assert_int_ge(d.cc_major, 3);
@@ -302,7 +316,7 @@ START_TEST(gpu_device_info) {
     kerr e = {0};
     unsigned llvm_major = 0, llvm_minor = 0, llvm_patch = 0;
     LLVMGetVersion(&llvm_major, &llvm_minor, &llvm_patch);
-    keops_status st = cu_ptx_target(&d, (int)llvm_major, sm, sizeof sm, ptx, sizeof ptx, &e);
+    keops_status st = rt_ptx_target(&d, (int)llvm_major, sm, sizeof sm, ptx, sizeof ptx, &e);
     if (st == KEOPS_OK)
       ck_assert_int_le(atoi(sm + 3), d.cc_major * 10 + d.cc_minor);
     else
@@ -314,23 +328,23 @@ START_TEST(gpu_device_info) {
            d.driver_version % 1000 / 10, st == KEOPS_OK ? sm : "unsupported",
            st == KEOPS_OK ? ptx : e.msg);
   }
-  cu_device d;
+  rt_device_info d;
   kerr e = {0};
-  ck_assert_int_eq(cu_device_info(n, &d, &e), KEOPS_ERROR_NO_DEVICE);
+  ck_assert_int_eq(cu->info(n, &d, &e), KEOPS_ERROR_NO_DEVICE);
   char want[64];
   snprintf(want, sizeof want, "device %d requested, %d available", n, n);
   ck_assert_str_eq(e.msg, want);
   kerr e2 = {0};
-  ck_assert_int_eq(cu_ctx_enter(n, &e2), KEOPS_ERROR_NO_DEVICE);
+  ck_assert_int_eq(cu->enter(n, &e2), KEOPS_ERROR_NO_DEVICE);
   ck_assert_str_eq(e2.msg, want);
   kerr e3 = {0};
-  ck_assert_int_eq(cu_ctx_enter(-1, &e3), KEOPS_ERROR_NO_DEVICE);
+  ck_assert_int_eq(cu->enter(-1, &e3), KEOPS_ERROR_NO_DEVICE);
 }
 END_TEST
 
 /* Runs vadd over n elements on the current context and checks c; returns NULL or what went
  * wrong (in why). No check assertions: the threads test calls it off the main thread. */
-static const char *try_vadd(void *fn, unsigned n, char *why, size_t why_size) {
+static const char *try_vadd(rt_function *fn, unsigned n, char *why, size_t why_size) {
   float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b), *c = malloc(n * sizeof *c);
   unsigned long long da = 0, db = 0, dc = 0;
   kerr e = {0};
@@ -350,22 +364,22 @@ static const char *try_vadd(void *fn, unsigned n, char *why, size_t why_size) {
     step = #call;                                                                                  \
     goto out;                                                                                      \
   }
-  STEP(cu_alloc(n * sizeof *a, &da, &e));
-  STEP(cu_alloc(n * sizeof *b, &db, &e));
-  STEP(cu_alloc(n * sizeof *c, &dc, &e));
-  STEP(cu_htod(da, a, n * sizeof *a, NULL, &e));
-  STEP(cu_htod(db, b, n * sizeof *b, NULL, &e));
-  STEP(cu_memset0(dc, n * sizeof *c, NULL, &e));
-  STEP(cu_dtoh(c, dc, n * sizeof *c, NULL, &e));
-  STEP(cu_sync(NULL, &e));
+  STEP(cu->alloc(n * sizeof *a, &da, &e));
+  STEP(cu->alloc(n * sizeof *b, &db, &e));
+  STEP(cu->alloc(n * sizeof *c, &dc, &e));
+  STEP(cu->htod(da, a, n * sizeof *a, NULL, &e));
+  STEP(cu->htod(db, b, n * sizeof *b, NULL, &e));
+  STEP(cu->memset0(dc, n * sizeof *c, NULL, &e));
+  STEP(cu->dtoh(c, dc, n * sizeof *c, NULL, &e));
+  STEP(cu->sync(NULL, &e));
   for (unsigned i = 0; i < n && !step; i++)
-    if (c[i] != 0.0f) step = "cu_memset0 left nonzero values";
+    if (c[i] != 0.0f) step = "memset0 left nonzero values";
   if (step) goto out;
   void *params[] = {&da, &db, &dc, &n};
   unsigned grid[3] = {(n + 127) / 128, 1, 1}, block[3] = {128, 1, 1};
-  STEP(cu_launch(fn, grid, block, 0, NULL, params, &e));
-  STEP(cu_dtoh(c, dc, n * sizeof *c, NULL, &e));
-  STEP(cu_sync(NULL, &e));
+  STEP(cu->launch(fn, grid, block, 0, NULL, params, &e));
+  STEP(cu->dtoh(c, dc, n * sizeof *c, NULL, &e));
+  STEP(cu->sync(NULL, &e));
   for (unsigned i = 0; i < n && !step; i++)
     if (c[i] != a[i] + b[i]) {
       snprintf(e.msg, sizeof e.msg, "c[%u] = %g, want %g", i, (double)c[i], (double)(a[i] + b[i]));
@@ -373,13 +387,13 @@ static const char *try_vadd(void *fn, unsigned n, char *why, size_t why_size) {
     }
   if (step) goto out;
   int ord = -1;
-  STEP(cu_pointer_device(dc, &ord, &e));
-  if (ord != 0) step = "cu_pointer_device gave another device";
+  STEP(cu->pointer_device(dc, &ord, &e));
+  if (ord != 0) step = "pointer_device gave another device";
 #undef STEP
 out:
-  cu_free(da, NULL);
-  cu_free(db, NULL);
-  cu_free(dc, NULL);
+  cu->free(da, NULL);
+  cu->free(db, NULL);
+  cu->free(dc, NULL);
   free(a);
   free(b);
   free(c);
@@ -387,7 +401,7 @@ out:
   return step ? why : NULL;
 }
 
-static void run_vadd(void *fn, unsigned n) {
+static void run_vadd(rt_function *fn, unsigned n) {
   char why[4200];
   const char *bad = try_vadd(fn, n, why, sizeof why);
   ck_assert_msg(!bad, "%s", why);
@@ -395,64 +409,66 @@ static void run_vadd(void *fn, unsigned n) {
 
 START_TEST(gpu_vadd) {
   if (!have_gpu) return;
-  OK(cu_ctx_enter(0, &e_));
-  void *mod = NULL, *fn = NULL;
-  OK(cu_module_load(test_ptx, &mod, &e_));
-  OK(cu_module_function(mod, "vadd", &fn, &e_));
+  OK(cu->enter(0, &e_));
+  rt_module *mod = NULL;
+  rt_function *fn = NULL;
+  OK(cu->module_load(test_ptx, &mod, &e_));
+  OK(cu->module_function(mod, "vadd", &fn, &e_));
   run_vadd(fn, 1000);
   kerr e = {0};
-  void *none = (void *)1;
-  ck_assert_int_eq(cu_module_function(mod, "no_such_kernel", &none, &e), KEOPS_ERROR_DEVICE);
+  rt_function *none = (rt_function *)1;
+  ck_assert_int_eq(cu->module_function(mod, "no_such_kernel", &none, &e), KEOPS_ERROR_DEVICE);
   ck_assert_ptr_null(none);
   ck_assert_msg(strstr(e.msg, "cuModuleGetFunction failed: CUDA_ERROR_NOT_FOUND"), "%s", e.msg);
-  OK(cu_module_unload(mod, &e_));
-  cu_ctx_leave();
+  OK(cu->module_unload(mod, &e_));
+  cu->leave();
 }
 END_TEST
 
 START_TEST(gpu_big_shared) {
   if (!have_gpu) return;
-  cu_device d;
-  OK(cu_device_info(0, &d, &e_));
+  rt_device_info d;
+  OK(cu->info(0, &d, &e_));
   unsigned shared = 64 * 1024; /* over the 48 KiB that needs no opt-in */
   if ((unsigned)d.max_shared_per_block_optin < shared) return; /* pre-Volta: nothing to test */
-  OK(cu_ctx_enter(0, &e_));
-  void *mod = NULL, *fn = NULL;
-  OK(cu_module_load(test_ptx, &mod, &e_));
-  OK(cu_module_function(mod, "shtest", &fn, &e_));
+  OK(cu->enter(0, &e_));
+  rt_module *mod = NULL;
+  rt_function *fn = NULL;
+  OK(cu->module_load(test_ptx, &mod, &e_));
+  OK(cu->module_function(mod, "shtest", &fn, &e_));
   enum { B = 256 };
   unsigned long long dout;
-  OK(cu_alloc(B * sizeof(unsigned), &dout, &e_));
+  OK(cu->alloc(B * sizeof(unsigned), &dout, &e_));
   unsigned off = shared - B * 4; /* the last bytes, beyond 48 KiB */
   void *params[] = {&dout, &off};
   unsigned grid[3] = {1, 1, 1}, block[3] = {B, 1, 1};
-  OK(cu_launch(fn, grid, block, shared, NULL, params, &e_));
+  OK(cu->launch(fn, grid, block, shared, NULL, params, &e_));
   unsigned out[B];
-  OK(cu_dtoh(out, dout, sizeof out, NULL, &e_));
-  OK(cu_sync(NULL, &e_));
+  OK(cu->dtoh(out, dout, sizeof out, NULL, &e_));
+  OK(cu->sync(NULL, &e_));
   for (unsigned i = 0; i < B; i++) ck_assert_uint_eq(out[i], i + 1);
   /* more than the device allows: a launch error, and the context stays usable */
   kerr e = {0};
   ck_assert_int_eq(
-      cu_launch(fn, grid, block, (unsigned)d.max_shared_per_block_optin + 4096, NULL, params, &e),
+      cu->launch(fn, grid, block, (unsigned)d.max_shared_per_block_optin + 4096, NULL, params, &e),
       KEOPS_ERROR_DEVICE);
   ck_assert_msg(strstr(e.msg, "CUDA_ERROR_"), "%s", e.msg);
-  OK(cu_launch(fn, grid, block, shared, NULL, params, &e_));
-  OK(cu_sync(NULL, &e_));
-  OK(cu_free(dout, &e_));
-  OK(cu_module_unload(mod, &e_));
-  cu_ctx_leave();
+  OK(cu->launch(fn, grid, block, shared, NULL, params, &e_));
+  OK(cu->sync(NULL, &e_));
+  OK(cu->free(dout, &e_));
+  OK(cu->module_unload(mod, &e_));
+  cu->leave();
 }
 END_TEST
 
 START_TEST(gpu_bad_ptx) {
   if (!have_gpu) return;
-  OK(cu_ctx_enter(0, &e_));
+  OK(cu->enter(0, &e_));
   static const char bad[] = ".version 7.8\n.target sm_70\n.address_size 64\n"
                             ".visible .entry k()\n{\n  this is not an instruction;\n  ret;\n}\n";
-  void *mod = (void *)1;
+  rt_module *mod = (rt_module *)1;
   kerr e = {0};
-  keops_status st = cu_module_load(bad, &mod, &e);
+  keops_status st = cu->module_load(bad, &mod, &e);
   ck_assert_msg(st == KEOPS_ERROR_DEVICE || st == KEOPS_ERROR_COMPILE, "%d: %s", st, e.msg);
   ck_assert_ptr_null(mod);
   ck_assert_msg(!strncmp(e.msg, "cuModuleLoadDataEx failed: CUDA_ERROR_", 38), "%s", e.msg);
@@ -461,53 +477,55 @@ START_TEST(gpu_bad_ptx) {
   ck_assert_msg(log && strstr(log, "line"), "no JIT log in: %s", e.msg);
   printf("test_cuda: broken PTX -> %s\n", e.msg);
   /* and the context still loads good PTX */
-  void *fn = NULL;
-  OK(cu_module_load(test_ptx, &mod, &e_));
-  OK(cu_module_function(mod, "vadd", &fn, &e_));
+  rt_function *fn = NULL;
+  OK(cu->module_load(test_ptx, &mod, &e_));
+  OK(cu->module_function(mod, "vadd", &fn, &e_));
   run_vadd(fn, 33);
-  OK(cu_module_unload(mod, &e_));
-  cu_ctx_leave();
+  OK(cu->module_unload(mod, &e_));
+  cu->leave();
 }
 END_TEST
 
 START_TEST(gpu_out_of_memory) {
   if (!have_gpu) return;
-  OK(cu_ctx_enter(0, &e_));
+  OK(cu->enter(0, &e_));
   unsigned long long p = 1;
   kerr e = {0};
-  ck_assert_int_eq(cu_alloc((size_t)1 << 50, &p, &e), KEOPS_ERROR_OUT_OF_MEMORY); /* 1 PiB */
+  ck_assert_int_eq(cu->alloc((size_t)1 << 50, &p, &e), KEOPS_ERROR_OUT_OF_MEMORY); /* 1 PiB */
   ck_assert(p == 0);
   ck_assert_msg(strstr(e.msg, "cuMemAlloc_v2 failed: CUDA_ERROR_OUT_OF_MEMORY"), "%s", e.msg);
-  void *mod = NULL, *fn = NULL;
-  OK(cu_module_load(test_ptx, &mod, &e_));
-  OK(cu_module_function(mod, "vadd", &fn, &e_));
+  rt_module *mod = NULL;
+  rt_function *fn = NULL;
+  OK(cu->module_load(test_ptx, &mod, &e_));
+  OK(cu->module_function(mod, "vadd", &fn, &e_));
   run_vadd(fn, 4097);
-  OK(cu_module_unload(mod, &e_));
-  cu_ctx_leave();
+  OK(cu->module_unload(mod, &e_));
+  cu->leave();
 }
 END_TEST
 
 /* Contexts entered from several threads at once: one primary context, all usable. */
-static void *vadd_thread(void *fn) {
+static void *vadd_thread(void *fn) { /* fn: the rt_function */
   static char why[6][4200];
   static int next;
   char *w = why[__atomic_fetch_add(&next, 1, __ATOMIC_RELAXED) % 6];
   kerr e = {0};
-  if (cu_ctx_enter(0, &e) != KEOPS_OK) {
-    snprintf(w, 4200, "cu_ctx_enter: %s", e.msg);
+  if (cu->enter(0, &e) != KEOPS_OK) {
+    snprintf(w, 4200, "enter: %s", e.msg);
     return w;
   }
   const char *bad = try_vadd(fn, 10000, w, 4200);
-  cu_ctx_leave();
+  cu->leave();
   return (void *)bad;
 }
 
 START_TEST(gpu_threads) {
   if (!have_gpu) return;
-  OK(cu_ctx_enter(0, &e_));
-  void *mod = NULL, *fn = NULL;
-  OK(cu_module_load(test_ptx, &mod, &e_));
-  OK(cu_module_function(mod, "vadd", &fn, &e_));
+  OK(cu->enter(0, &e_));
+  rt_module *mod = NULL;
+  rt_function *fn = NULL;
+  OK(cu->module_load(test_ptx, &mod, &e_));
+  OK(cu->module_function(mod, "vadd", &fn, &e_));
   enum { T = 6 };
   pthread_t th[T];
   for (int i = 0; i < T; i++) ck_assert_int_eq(pthread_create(&th[i], NULL, vadd_thread, fn), 0);
@@ -516,8 +534,8 @@ START_TEST(gpu_threads) {
     pthread_join(th[i], &r);
     ck_assert_msg(!r, "thread %d: %s", i, r ? (const char *)r : "");
   }
-  OK(cu_module_unload(mod, &e_));
-  cu_ctx_leave();
+  OK(cu->module_unload(mod, &e_));
+  cu->leave();
 }
 END_TEST
 
@@ -525,6 +543,7 @@ static Suite *cuda_suite(void) {
   Suite *s = suite_create("cuda");
   TCase *tc = tcase_create("cuda");
   tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, table_complete);
   tcase_add_test(tc, load_consistent);
   tcase_add_test(tc, load_from_threads);
   tcase_add_test(tc, no_device_everywhere);
@@ -542,7 +561,7 @@ static Suite *cuda_suite(void) {
 
 int main(void) {
   kerr e = {0};
-  have_gpu = cu_load(&e) == KEOPS_OK;
+  have_gpu = cu->load(&e) == KEOPS_OK;
   if (!have_gpu) {
     snprintf(load_reason, sizeof load_reason, "%s", e.msg);
     printf("test_cuda: no CUDA device (%s), GPU checks skipped\n", e.msg);

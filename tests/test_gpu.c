@@ -37,7 +37,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cuda.h"
 #include "matrix.h"
 #include "testutil.h"
 
@@ -48,6 +47,7 @@
 #endif
 
 static keops_context *ctx;
+static const rt_device *cu; /* ctx's devices: staging where the runs look (set in main) */
 static int ndev;
 /* TEST_GPU_BACKEND=cpu: the GPU suite runs with the CPU backend and host arrays (a check of the
  * suite itself - cases, data, tolerances - on machines without a GPU). */
@@ -64,18 +64,18 @@ static int dry;
   } while (0)
 
 /* A device copy of `bytes` bytes of host memory h on the current context (0 for 0 bytes). */
-static unsigned long long dcopy(const void *h, size_t bytes) {
-  unsigned long long d = 0;
-  CU_OK(cu_alloc(bytes, &d, &e_));
-  if (bytes) CU_OK(cu_htod(d, h, bytes, NULL, &e_));
+static rt_dptr dcopy(const void *h, size_t bytes) {
+  rt_dptr d = 0;
+  CU_OK(cu->alloc(bytes, &d, &e_));
+  if (bytes) CU_OK(cu->htod(d, h, bytes, NULL, &e_));
   return d;
 }
 
 /* A non-default stream of device 0 for the device-pointer runs (created in main). */
-static void *test_stream;
+static rt_stream *test_stream;
 
 /* Runs k on device `dev` with the GPU backend. devp: the inputs and the current contents of the
- * outputs are staged with cu_alloc/cu_htod, the run gets device pointers (asynchronous, on
+ * outputs are staged with alloc/htod, the run gets device pointers (asynchronous, on
  * test_stream for device 0), then the test synchronizes that stream and copies back. */
 static keops_status gpu_run(keops_kernel *k, int64_t M, int64_t N, void *const *args,
                             void *const *outs, int devp, int dev) {
@@ -87,7 +87,7 @@ static keops_status gpu_run(keops_kernel *k, int64_t M, int64_t N, void *const *
   int64_t rows = p->axis ? M : N;
   void *da[FE_MAX_ARGS] = {0}, *dout[2] = {0};
   size_t ob[2] = {0, 0};
-  CU_OK(cu_ctx_enter(dev, &e_));
+  CU_OK(cu->enter(dev, &e_));
   for (int pos = 0; pos < p->args.n; pos++)
     da[pos] = (void *)(uintptr_t)dcopy(args[pos], (size_t)(mx_cat_rows(p->args.cat[pos], M, N) *
                                                            p->args.dim[pos]) * (p->dtype == KEOPS_FLOAT32 ? 4 : 8));
@@ -96,19 +96,19 @@ static keops_status gpu_run(keops_kernel *k, int64_t M, int64_t N, void *const *
     dout[q] = (void *)(uintptr_t)dcopy(outs[q], ob[q]);
   }
   o.stream = dev == 0 ? test_stream : NULL;
-  CU_OK(cu_sync(NULL, &e_)); /* the staging copies, on the default stream, come first */
+  CU_OK(cu->sync(NULL, &e_)); /* the staging copies, on the default stream, come first */
   keops_status st = keops_kernel_run(k, M, N, (const void *const *)da, dout, &o);
   char msg[1024];
   snprintf(msg, sizeof msg, "%s", keops_last_error());
   if (st == KEOPS_OK) { /* the run is asynchronous: wait for its stream, then copy back */
-    CU_OK(cu_sync(o.stream, &e_));
+    CU_OK(cu->sync(o.stream, &e_));
     for (int q = 0; q < p->nout; q++)
-      if (ob[q]) CU_OK(cu_dtoh(outs[q], (uintptr_t)dout[q], ob[q], NULL, &e_));
+      if (ob[q]) CU_OK(cu->dtoh(outs[q], (uintptr_t)dout[q], ob[q], NULL, &e_));
   }
-  cu_sync(NULL, NULL);
-  for (int pos = 0; pos < p->args.n; pos++) cu_free((uintptr_t)da[pos], NULL);
-  for (int q = 0; q < p->nout; q++) cu_free((uintptr_t)dout[q], NULL);
-  cu_ctx_leave();
+  cu->sync(NULL, NULL);
+  for (int pos = 0; pos < p->args.n; pos++) cu->free((uintptr_t)da[pos], NULL);
+  for (int q = 0; q < p->nout; q++) cu->free((uintptr_t)dout[q], NULL);
+  cu->leave();
   if (st != KEOPS_OK) rt_fail(st, "%s", msg); /* keops_last_error() for the caller */
   return st;
 }
@@ -409,9 +409,9 @@ START_TEST(devices_and_pointers) {
                 keops_status_string(st));
   ck_assert_msg(gpu_run(k, 4, 5, args, outs, 0, 0) == KEOPS_OK, "%s", keops_last_error());
   if (ndev >= 2) { /* a pointer of device 1 in a run on device 0 */
-    CU_OK(cu_ctx_enter(1, &e_));
+    CU_OK(cu->enter(1, &e_));
     unsigned long long dx = dcopy(x, sizeof x), dy = dcopy(y, sizeof y), dout = dcopy(out, sizeof out);
-    cu_ctx_leave();
+    cu->leave();
     void *da[2] = {(void *)(uintptr_t)dx, (void *)(uintptr_t)dy}, *dO[1] = {(void *)(uintptr_t)dout};
     st = keops_kernel_run(k, 4, 5, (const void *const *)da, dO, &o);
     ck_assert_msg(st == KEOPS_ERROR_ARGUMENT, "pointer of device 1 on device 0: %s (%s)",
@@ -419,10 +419,10 @@ START_TEST(devices_and_pointers) {
     o.device_id = 1; /* the same pointers on their own device */
     ck_assert_msg(keops_kernel_run(k, 4, 5, (const void *const *)da, dO, &o) == KEOPS_OK, "%s",
                   keops_last_error());
-    CU_OK(cu_ctx_enter(1, &e_));
-    CU_OK(cu_sync(NULL, &e_));
-    cu_free(dx, NULL), cu_free(dy, NULL), cu_free(dout, NULL);
-    cu_ctx_leave();
+    CU_OK(cu->enter(1, &e_));
+    CU_OK(cu->sync(NULL, &e_));
+    cu->free(dx, NULL), cu->free(dy, NULL), cu->free(dout, NULL);
+    cu->leave();
   }
   keops_kernel_destroy(k);
 }
@@ -454,7 +454,7 @@ END_TEST
 
 /* The no-device contract (it holds with a device too where it does not need one's absence). */
 START_TEST(no_device_contract) {
-  int gpu = rt_gpu_usable();
+  int gpu = rt_gpu_usable(cu);
   const char *const al[] = {"x = Vi(2)", "y = Vj(2)"};
   keops_kernel_desc d = {.formula = "Exp(-SqDist(x,y))", .aliases = al, .n_aliases = 2, .axis = 1};
   keops_kernel *k = make(&d);
@@ -516,7 +516,8 @@ int main(void) {
   }
   kerr e;
   kerr_clear(&e);
-  int gpu = rt_gpu_usable() && cu_device_count(&ndev, &e) == KEOPS_OK;
+  cu = ctx->dev;
+  int gpu = rt_gpu_usable(cu) && cu->count(&ndev, &e) == KEOPS_OK;
   const char *be = getenv("TEST_GPU_BACKEND");
   dry = !gpu && be && !strcmp(be, "cpu");
   if (dry) printf("test_gpu: TEST_GPU_BACKEND=cpu: the GPU suite runs on the CPU backend\n");
@@ -526,11 +527,11 @@ int main(void) {
     fflush(stdout);
   }
   mx_backend = "GPU", mx_ftz_term = 0x1p-100;
-  if (gpu && (cu_ctx_enter(0, &e) || cu_stream_create(&test_stream, &e))) {
+  if (gpu && (cu->enter(0, &e) || cu->stream_create(&test_stream, &e))) {
     printf("test_gpu: creating a stream on device 0 failed: %s\n", e.msg);
     return 1;
   }
-  if (gpu) cu_ctx_leave();
+  if (gpu) cu->leave();
   Suite *s = suite_create("gpu");
   TCase *tc = tcase_create("no_device");
   tcase_add_test(tc, no_device_contract);
@@ -558,9 +559,9 @@ int main(void) {
     suite_add_tcase(s, ed);
   }
   int failed = tu_run(s, 0); /* CUDA state does not survive fork; coverage tables */
-  if (test_stream && !cu_ctx_enter(0, NULL)) {
-    cu_stream_destroy(test_stream, NULL);
-    cu_ctx_leave();
+  if (test_stream && !cu->enter(0, NULL)) {
+    cu->stream_destroy(test_stream, NULL);
+    cu->leave();
   }
   keops_context_destroy(ctx);
   return failed != 0;

@@ -4,7 +4,7 @@
  * compile, cache-hit and per-call costs of the CPU JIT.
  *
  * --backend=gpu: the same cases on GPU 0 (host arrays, or with --device-pointers inputs staged
- * once with cu_alloc/cu_htod and only kernel runs timed, each followed by a stream sync); the
+ * once with alloc/htod and only kernel runs timed, each followed by a stream sync); the
  * baseline is the same kernel on the CPU backend (on a prefix of the rows for the largest
  * cases, scaled to all rows), the compile column the PTX generation time (kt_compile), and the
  * header adds the launch overhead of a cached kernel. Without a device the PTX generation times
@@ -29,7 +29,6 @@
 
 #include "bench_baseline.h"
 #include "bench_cases.h"
-#include "cuda.h"
 #include "gpu.h"
 #include "keops.h"
 #include "runtime.h"
@@ -275,18 +274,20 @@ static double tolerance(keops_dtype dt) { return dt == KEOPS_FLOAT32 ? 1e-3 : 1e
 
 /* ---- GPU ------------------------------------------------------------------------------------ */
 
-/* The PTX target of device 0 (cu_device_info + cu_ptx_target), else sm_90 / +ptx80. */
+/* The PTX target of device 0 (gdev->info + rt_ptx_target), else sm_90 / +ptx80. */
 static kt_target bench_target;
+/* The devices of the bench's context (set in main): staged buffers live where its runs look. */
+static const rt_device *gdev;
 static int bench_target_is_device;
 
 static void pick_gpu_target(void) {
-  cu_device d;
+  rt_device_info d;
   char sm[16], ptx[16];
   kerr e;
   kerr_clear(&e);
   kt_set(&bench_target, &kt_nvptx, "sm_90", "+ptx80");
-  if (cu_device_info(0, &d, &e) == KEOPS_OK &&
-      cu_ptx_target(&d, LLVM_VERSION_MAJOR, sm, sizeof sm, ptx, sizeof ptx, &e) == KEOPS_OK)
+  if (gdev->info(0, &d, &e) == KEOPS_OK &&
+      rt_ptx_target(&d, LLVM_VERSION_MAJOR, sm, sizeof sm, ptx, sizeof ptx, &e) == KEOPS_OK)
     kt_set(&bench_target, &kt_nvptx, sm, ptx), bench_target_is_device = 1;
 }
 
@@ -319,28 +320,28 @@ typedef struct staged {
 
 static keops_status stage(const data *d, keops_dtype dt, size_t out_bytes, staged *s, kerr *e) {
   memset(s, 0, sizeof *s);
-  keops_status st = cu_ctx_enter(0, e);
+  keops_status st = gdev->enter(0, e);
   if (st != KEOPS_OK) return st;
   size_t es = dt == KEOPS_FLOAT32 ? 4 : 8;
   for (int a = 0; a < d->nargs && st == KEOPS_OK; a++) {
     size_t bytes = (size_t)d->rows[a] * (size_t)d->dim[a] * es;
-    st = cu_alloc(bytes, &s->in[a], e);
-    if (st == KEOPS_OK) st = cu_htod(s->in[a], d->arr[a], bytes, NULL, e);
+    st = gdev->alloc(bytes, &s->in[a], e);
+    if (st == KEOPS_OK) st = gdev->htod(s->in[a], d->arr[a], bytes, NULL, e);
     s->args[a] = (void *)(uintptr_t)s->in[a];
   }
-  if (st == KEOPS_OK) st = cu_alloc(out_bytes, &s->out, e);
+  if (st == KEOPS_OK) st = gdev->alloc(out_bytes, &s->out, e);
   s->outs[0] = (void *)(uintptr_t)s->out;
-  if (st == KEOPS_OK) st = cu_sync(NULL, e);
-  cu_ctx_leave();
+  if (st == KEOPS_OK) st = gdev->sync(NULL, e);
+  gdev->leave();
   return st;
 }
 
 static void unstage(staged *s) {
-  if (cu_ctx_enter(0, NULL) != KEOPS_OK) return;
-  cu_sync(NULL, NULL);
-  for (int a = 0; a < MAXARGS; a++) cu_free(s->in[a], NULL);
-  cu_free(s->out, NULL);
-  cu_ctx_leave();
+  if (gdev->enter(0, NULL) != KEOPS_OK) return;
+  gdev->sync(NULL, NULL);
+  for (int a = 0; a < MAXARGS; a++) gdev->free(s->in[a], NULL);
+  gdev->free(s->out, NULL);
+  gdev->leave();
 }
 
 /* One timed GPU run: host arrays (copies in and out included), or device pointers followed
@@ -349,12 +350,12 @@ static keops_status gpu_timed_run(keops_kernel *k, int64_t M, int64_t N, const v
                                   void *const *outs, const staged *s, const keops_run_options *ro,
                                   kerr *e) {
   if (!s) return keops_kernel_run(k, M, N, args, outs, ro);
-  keops_status st = cu_ctx_enter(0, e);
+  keops_status st = gdev->enter(0, e);
   if (st != KEOPS_OK) return st;
   st = keops_kernel_run(k, M, N, (const void *const *)s->args, s->outs, ro);
-  if (st == KEOPS_OK) st = cu_sync(NULL, e);
+  if (st == KEOPS_OK) st = gdev->sync(NULL, e);
   else kerr_set(e, st, "%s", keops_last_error());
-  cu_ctx_leave();
+  gdev->leave();
   return st;
 }
 
@@ -451,10 +452,10 @@ static void run_case(const bcase *c, keops_dtype dt, const opts *o, int threads,
   }
   res->t = bc_median(times, reps);
   if (sd) { /* the results, for the checks */
-    keops_status cs = cu_ctx_enter(0, &ge);
+    keops_status cs = gdev->enter(0, &ge);
     if (cs == KEOPS_OK) {
-      cs = cu_dtoh(out, sd->out, nout * esz, NULL, &ge);
-      cu_ctx_leave();
+      cs = gdev->dtoh(out, sd->out, nout * esz, NULL, &ge);
+      gdev->leave();
     }
     if (cs != KEOPS_OK) {
       report_failure(c, &r, dt, M, N, "copying the output back", ge.msg);
@@ -684,17 +685,17 @@ static void measure_launch(keops_context *ctx, launch_costs *lc) {
   }
   bc_make_data(c, k, KEOPS_FLOAT32, c->M, c->N, &d);
   if (stage(&d, KEOPS_FLOAT32, (size_t)c->M * 4, &sd, &e) == KEOPS_OK &&
-      cu_ctx_enter(0, &e) == KEOPS_OK) {
+      gdev->enter(0, &e) == KEOPS_OK) {
     staged_ok = 1;
     const void *const *a = (const void *const *)sd.args;
     fail = keops_kernel_run(k, c->M, c->N, a, sd.outs, &ro) != KEOPS_OK; /* compiles, loads */
     PER_CALL(lc->with_sync, calls, {
       fail |= keops_kernel_run(k, c->M, c->N, a, sd.outs, &ro) != KEOPS_OK;
-      fail |= cu_sync(NULL, &e) != KEOPS_OK;
+      fail |= gdev->sync(NULL, &e) != KEOPS_OK;
     });
     PER_CALL(lc->enqueue, calls, { fail |= keops_kernel_run(k, c->M, c->N, a, sd.outs, &ro) != KEOPS_OK; });
-    fail |= cu_sync(NULL, &e) != KEOPS_OK;
-    cu_ctx_leave();
+    fail |= gdev->sync(NULL, &e) != KEOPS_OK;
+    gdev->leave();
   }
   if (!staged_ok || fail) {
     fprintf(stderr, "keops-bench: launch overhead: %s\n", e.status ? e.msg : keops_last_error());
@@ -837,6 +838,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   int threads = o.threads ? o.threads : ctx->nthreads;
+  gdev = ctx->dev;
 
   /* the first compile of the process comes before any case */
   jit_costs j, *jp = NULL;
@@ -847,7 +849,7 @@ int main(int argc, char **argv) {
   launch_costs lc, *lp = NULL;
   if (o.backend == KEOPS_BACKEND_GPU) {
     pick_gpu_target();
-    if (!rt_gpu_usable()) { /* PTX generation needs no device; the runs do */
+    if (!rt_gpu_usable(gdev)) { /* PTX generation needs no device; the runs do */
       ptx_only(&o, ctx);
       fprintf(stderr, "keops-bench: --backend=gpu: %s: %s\n",
               keops_status_string(KEOPS_ERROR_NO_DEVICE),

@@ -40,6 +40,7 @@
 #include <time.h>
 
 #include "diffcore.h"
+#include "fnv.h"
 
 #define MAX_SIZE 8
 #define MAX_ALIASES 16
@@ -156,12 +157,6 @@ static char *trim(char *s) {
   return s;
 }
 
-static uint64_t fnv(const uint8_t *p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t q = 0; q < n; q++) h = (h ^ p[q]) * 1099511628211ull;
-  return h;
-}
-
 static void parse_options(input *in, char *s) {
   for (char *tok = strtok(s, " \t"); tok; tok = strtok(NULL, " \t")) {
     char *eq = strchr(tok, '=');
@@ -203,7 +198,7 @@ static int parse_input(input *in, const uint8_t *data, size_t size) {
     line[l] = nl + 1;
   }
   in->M = 3, in->N = 4, in->threads = 1;
-  in->seed = fnv(data, size);
+  in->seed = kfnv64(data, size, KFNV64_SEED);
   in->formula = trim(line[0]);
   int na = 0;
   for (char *a = strtok(line[1], ";"); a && na < MAX_ALIASES; a = strtok(NULL, ";")) {
