@@ -136,7 +136,7 @@ static void j_body(kb *K, LLVMValueRef j) {
 
 /* The reduced-index kg_loop, tiled for block summation. */
 static void j_loops(kb *K, LLVMValueRef j0, LLVMValueRef j1) {
-  if (K->p->red->family != RF_SUM || K->p->scheme != KEOPS_SUM_BLOCK) {
+  if (!kg_needs_flush(K->p)) {
     kg_loop lj;
     j_body(K, kg_loop_begin(K, &lj, j0, j1));
     kg_loop_end(K, &lj, kg_i64(K, 1));

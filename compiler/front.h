@@ -67,16 +67,26 @@ uint32_t ad_diff(dag *d, uint32_t f, uint32_t v, uint32_t u); /* (d f/d v) u, di
 uint32_t ad_grad_matrix(dag *d, uint32_t f, uint32_t v);      /* dim f * dim v */
 uint32_t ad_divergence(dag *d, uint32_t f, uint32_t v);       /* dim f = dim v, out 1 */
 
-/* ---- reductions (red.c, reductions.def) ------------------------------------------------- */
+/* ---- reductions (red.c, red_<family>.c, reductions.def) ------------------------------- */
 
-enum red_family { RF_SUM, RF_MINMAX, RF_KMIN, RF_LSE };
+/* The reduction families. Each is defined once, in compiler/red_<family>.c, as red_<NAME>
+ * (red.h: its state layout, outputs, steps in C and, through kgen.h, in LLVM IR); every
+ * consumer reads that definition. A new family: a name here, its file, its rows in
+ * reductions.def, its tests. */
+#define RED_FAMILIES(F) F(SUM) F(MINMAX) F(KMIN) F(LSE)
+#define RED_FAMILY_ID(NAME) RF_##NAME,
+enum red_family_id { RED_FAMILIES(RED_FAMILY_ID) RF_COUNT };
+#undef RED_FAMILY_ID
 enum red_fin { FIN_RAW, FIN_LOG, FIN_SOFTMAX };
 enum { RO_VAL = 1, RO_IDX = 2 };  /* outputs */
 enum { F2_NO, F2_OPT, F2_REQ };   /* formula2 */
 
+struct red_family;
+
 typedef struct red_row {
   const char *name;
-  enum red_family family;
+  enum red_family_id family; /* RF_<NAME>: the id of fam, for code that only tells them apart */
+  const struct red_family *fam; /* red_<NAME> */
   int dir;       /* MINMAX, KMIN: -1 minimum, +1 maximum */
   int outputs;   /* RO_VAL, RO_IDX or both (values in outs[0], indices in outs[1]) */
   int f2;        /* F2_* */

@@ -155,7 +155,7 @@ static void build_body(gk *G, LLVMValueRef *params, int nstate) {
   LLVMValueRef *f = lw_vec(&K->L, p->f, 0);
   if (f) kg_accumulate(K, 0, f);
   kg_loop_end(K, &lk, kg_i64(K, 1));
-  if (p->red->family == RF_SUM && p->scheme == KEOPS_SUM_BLOCK) kg_flush_block(K, 0);
+  if (kg_needs_flush(p)) kg_flush_block(K, 0);
   barrier(K); /* the tile is overwritten next */
   kg_loop_end(K, &lt, bdim);
 
