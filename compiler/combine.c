@@ -20,9 +20,9 @@ kg_sink kg_row_sink(const LLVMValueRef *outs, LLVMValueRef row) {
 }
 
 void kg_combine_row(kb *K, LLVMValueRef row, LLVMValueRef nrows, LLVMValueRef nsplit,
-                    LLVMValueRef partial, int64_t state, const kg_sink *out) {
+                    LLVMValueRef partial, const kg_sink *out) {
   LLVMTypeRef dt = LLVMDoubleTypeInContext(K->L.C);
-  LLVMValueRef st = kg_i64(K, state);
+  LLVMValueRef st = kg_i64(K, K->p->state);
   kg_state_load(K, 0, kg_gep(K, dt, partial, LLVMBuildMul(B, row, st, "")));
   kg_loop lt;
   LLVMValueRef s = kg_loop_begin(K, &lt, kg_i64(K, 1), nsplit);

@@ -102,7 +102,7 @@ static size_t scratch_layout(const fe_program *p, const kt_target *t, int combin
   int f64 = p->dtype == KEOPS_FLOAT64, w = combine ? 1 : kt_lanes(t, p->dtype), u = combine ? 1 : t->isa->u;
   size_t ts = f64 ? 8 : 4, e = (size_t)kg_kheap_entries(p, w, u), rows = (size_t)w * (size_t)u;
   size_t width = combine ? 0 : (size_t)p->out_dim[0];
-  size_t nstate = combine ? 0 : 2 * (size_t)p->k * (size_t)p->fdim; /* red.c's K-min state */
+  size_t nstate = combine ? 0 : (size_t)p->state;
   size_t sz[SC_N] = {e * ts, e * 8, width * rows * ts, width * rows * 8, nstate * rows * 8};
   size_t at = 0;
   for (int a = 0; a < SC_N; a++) {
@@ -137,7 +137,7 @@ static void j_body(kb *K, LLVMValueRef j) {
 
 /* The reduced-index kg_loop, tiled for block summation. */
 static void j_loops(kb *K, LLVMValueRef j0, LLVMValueRef j1) {
-  if (K->p->red->family != RF_SUM || K->p->scheme != KEOPS_SUM_BLOCK) {
+  if (!kg_needs_flush(K->p)) {
     kg_loop lj;
     j_body(K, kg_loop_begin(K, &lj, j0, j1));
     kg_loop_end(K, &lj, kg_i64(K, 1));
@@ -159,19 +159,12 @@ static void build_body(kb *K, LLVMValueRef *params, const kt_target *t) {
   const fe_program *p = K->p;
   LLVMValueRef i0 = params[0], i1 = params[1], j0 = params[2], j1 = params[3];
   LLVMValueRef args = params[4], outs = params[5], partial = params[6], scratch = params[7];
-  red_spec spec;
-  if (red_spec_init(&spec, p->red, p->fdim, p->k, p->scheme, 1, K->L.err)) return;
-  for (int pos = 0; pos < p->args.n; pos++)
-    K->arg[pos] = kg_load(K, K->ptr, kg_gep(K, K->ptr, args, kg_i64(K, pos)), 8);
-  /* row variables: categories of the program orientation (swapped for axis 0) */
-  int rowcat[FE_MAX_ARGS];
   for (int pos = 0; pos < p->args.n; pos++) {
-    int c = p->args.cat[pos];
-    rowcat[pos] = p->axis == 0 && c != CAT_P ? 1 - c : c;
-    if (rowcat[pos] == CAT_I) K->rowbuf[pos] = kg_alloca(K, K->L.T, (int64_t)p->args.dim[pos] * K->WU);
+    K->arg[pos] = kg_load(K, K->ptr, kg_gep(K, K->ptr, args, kg_i64(K, pos)), 8);
+    if (p->role[pos] == FE_ROW) K->rowbuf[pos] = kg_alloca(K, K->L.T, (int64_t)p->args.dim[pos] * K->WU);
   }
   kg_state_alloc(K);
-  int nstate = (int)spec.state, width = p->out_dim[0];
+  int nstate = p->state, width = p->out_dim[0];
   kg_sink fin = {.put = soa_put}, part = {.put = soa_put, .partial = 1};
   size_t off[SC_N];
   if (scratch_layout(p, t, 0, off)) { /* K-min heaps: sizes grow with K, off the stack */
@@ -223,7 +216,7 @@ static void build_body(kb *K, LLVMValueRef *params, const kt_target *t) {
 /* fname_combine (cpu.h), one row at a time (W = 1): the code that merges the GPU's j-split
  * states, also run here so that it is tested on every machine. */
 static void build_combine(const fe_program *p, const kt_target *t, LLVMModuleRef m, LLVMBuilderRef bld,
-                          const char *fname, int state, kerr *e) {
+                          const char *fname, kerr *e) {
   kb K;
   memset(&K, 0, sizeof K);
   K.p = p;
@@ -232,8 +225,6 @@ static void build_combine(const fe_program *p, const kt_target *t, LLVMModuleRef
   K.L.bld = bld;
   K.L.err = e;
   kg_types(&K, 1, 1, 1);
-  K.D = dag_get(p->d, p->f)->dim;
-  K.E = p->red->family == RF_LSE ? K.D - 1 : 0;
   LLVMTypeRef ps[7] = {K.i64, K.i64, K.i64, K.i64, K.ptr, K.ptr, K.ptr};
   char name[128];
   snprintf(name, sizeof name, "%s_combine", fname);
@@ -252,7 +243,7 @@ static void build_combine(const fe_program *p, const kt_target *t, LLVMModuleRef
   kg_loop lr;
   LLVMValueRef row = kg_loop_begin(&K, &lr, prm[0], prm[1]);
   kg_sink out = kg_row_sink(outs, row);
-  kg_combine_row(&K, row, prm[2], prm[3], prm[4], state, &out);
+  kg_combine_row(&K, row, prm[2], prm[3], prm[4], &out);
   kg_loop_end(&K, &lr, kg_i64(&K, 1));
   LLVMBuildRetVoid(bld);
   kg_state_free(&K);
@@ -270,9 +261,6 @@ LLVMModuleRef cpu_build(LLVMContextRef C, const fe_program *p, const kt_target *
   K.L.load_var = load_var;
   K.L.reload_rows = 1;
   kg_types(&K, t->isa->w32, t->isa->w64, t->isa->u);
-  const dag_node *root = dag_get(p->d, p->f);
-  K.D = root->dim;
-  K.E = p->red->family == RF_LSE ? root->dim - 1 : 0;
   if (lw_init(&K.L, p->d, p->f, e)) {
     LLVMDisposeBuilder(K.L.bld);
     LLVMDisposeModule(K.L.M);
@@ -287,9 +275,7 @@ LLVMModuleRef cpu_build(LLVMContextRef C, const fe_program *p, const kt_target *
   LLVMGetParams(K.fn, params);
   build_body(&K, params, t);
   LLVMModuleRef m = K.L.M;
-  red_spec spec;
-  if (e->status == KEOPS_OK && !red_spec_init(&spec, p->red, p->fdim, p->k, p->scheme, 1, e))
-    build_combine(p, t, m, K.L.bld, fname, (int)spec.state, e);
+  if (e->status == KEOPS_OK) build_combine(p, t, m, K.L.bld, fname, e);
   LLVMDisposeBuilder(K.L.bld);
   lw_free(&K.L);
   if (e->status != KEOPS_OK) {

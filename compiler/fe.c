@@ -4,11 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "front.h"
+#include "red.h"
 
 #define FE_MAX_K 100000
-
-static int is_sum_type(const red_row *r) { return r->family == RF_SUM || r->family == RF_LSE; }
 
 static int check_desc(const keops_kernel_desc *desc, const red_row *red, kerr *e) {
   const char *rname = desc->reduction ? desc->reduction : "Sum";
@@ -27,9 +25,9 @@ static int check_desc(const keops_kernel_desc *desc, const red_row *red, kerr *e
   } else if (desc->dtype != KEOPS_FLOAT32 && desc->dtype != KEOPS_FLOAT64) {
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "dtype must be KEOPS_FLOAT32 or KEOPS_FLOAT64, got %d",
              (int)desc->dtype);
-  } else if (red->family == RF_KMIN && (desc->k < 1 || desc->k > FE_MAX_K)) {
+  } else if (red->fam->takes_k && (desc->k < 1 || desc->k > FE_MAX_K)) {
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "%s needs K in [1, %d], got %d", red->name, FE_MAX_K, desc->k);
-  } else if (red->family != RF_KMIN && desc->k != 0) {
+  } else if (!red->fam->takes_k && desc->k != 0) {
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "K = %d is given but %s takes no K", desc->k, red->name);
   } else if (red->f2 == F2_REQ && !desc->formula2) {
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "%s needs a weight formula (formula2)", red->name);
@@ -37,7 +35,7 @@ static int check_desc(const keops_kernel_desc *desc, const red_row *red, kerr *e
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "%s takes no formula2", red->name);
   } else if ((unsigned)desc->sum_scheme > KEOPS_SUM_KAHAN) {
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "unknown sum_scheme %d", (int)desc->sum_scheme);
-  } else if (!is_sum_type(red) && (desc->sum_scheme != KEOPS_SUM_AUTO || desc->double_accumulator)) {
+  } else if (!red->fam->sum_type && (desc->sum_scheme != KEOPS_SUM_AUTO || desc->double_accumulator)) {
     kerr_set(e, KEOPS_ERROR_ARGUMENT,
              "sum_scheme and double_accumulator apply to sum-type reductions (Sum, LogSumExp, "
              "SumSoftMaxWeight, Max_SumShiftExp...), not to %s", red->name);
@@ -50,7 +48,7 @@ static int shape_program(fe_program *p, uint32_t F, uint32_t G, kerr *e) {
   dag *d = p->d;
   int D = dag_get(d, F)->dim;
   const red_row *r = p->red;
-  if (r->family == RF_LSE) {
+  if (r->fam->weighted) {
     if (D != 1) {
       kerr_set(e, KEOPS_ERROR_DIMENSION, "%s needs a scalar formula (dim 1), got dim %d", r->name, D);
       return -1;
@@ -63,18 +61,25 @@ static int shape_program(fe_program *p, uint32_t F, uint32_t G, kerr *e) {
   }
   if (!p->f) return -1;
   p->fdim = dag_get(d, p->f)->dim;
-  int width = r->family == RF_KMIN ? p->k * D : D;
-  if (r->family == RF_LSE)
-    width = r->fin == FIN_RAW ? p->fdim : r->fin == FIN_LOG ? p->fdim - 1 : p->fdim - 2;
   if ((int64_t)p->k * D > DAG_MAX_DIM) {
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "%s: K * dim = %d * %d is too large", r->name, p->k, D);
     return -1;
   }
-  p->nout = 0;
-  if (r->outputs & RO_VAL) p->out_dim[p->nout] = width, p->out_dtype[p->nout++] = p->dtype;
-  if (r->outputs & RO_IDX) p->out_dim[p->nout] = width, p->out_dtype[p->nout++] = KEOPS_INT64;
+  int out_idx[2];
+  p->nout = red_outputs(r, p->fdim, p->k, p->out_dim, out_idx);
+  for (int o = 0; o < p->nout; o++) p->out_dtype[o] = out_idx[o] ? KEOPS_INT64 : p->dtype;
   p->zero = r->family == RF_SUM && dag_is_zero(d, F);
+  p->state = (int)red_layout_doubles(r->fam->layout(p->fdim, p->k, p->scheme));
+  p->weights = r->fam->weighted ? p->fdim - 1 : 0;
   return 0;
+}
+
+static void set_roles(fe_program *p) {
+  for (int pos = 0; pos < p->args.n; pos++) {
+    int c = p->args.cat[pos];
+    p->role[pos] = !p->args.dim[pos] ? FE_NONE : c == CAT_P ? FE_PARAM : (c == CAT_I) == (p->axis == 1) ? FE_ROW : FE_RED;
+    if (p->role[pos] == FE_RED) p->red_width += p->args.dim[pos];
+  }
 }
 
 static int check_positions(const fe_args *a, kerr *e) {
@@ -117,12 +122,12 @@ fe_program *fe_build(const keops_kernel_desc *desc, kerr *e) {
     return NULL;
   }
   p->red = red;
-  p->k = red->family == RF_KMIN ? desc->k : 0;
+  p->k = red->fam->takes_k ? desc->k : 0;
   p->axis = desc->axis;
   p->dtype = desc->dtype;
-  p->double_acc = is_sum_type(red) && desc->double_accumulator && desc->dtype == KEOPS_FLOAT32;
+  p->double_acc = red->fam->sum_type && desc->double_accumulator && desc->dtype == KEOPS_FLOAT32;
   p->scheme = desc->sum_scheme != KEOPS_SUM_AUTO ? desc->sum_scheme
-              : is_sum_type(red)                 ? KEOPS_SUM_BLOCK
+              : red->fam->sum_type               ? KEOPS_SUM_BLOCK
                                                  : KEOPS_SUM_DIRECT;
   for (int i = 0; i < desc->n_aliases; i++) {
     if (!desc->aliases[i]) {
@@ -139,6 +144,7 @@ fe_program *fe_build(const keops_kernel_desc *desc, kerr *e) {
   if (check_positions(&p->args, e) || shape_program(p, F, G, e)) goto fail;
   p->user_f = F;
   p->user_f2 = G;
+  set_roles(p);
   if (p->axis == 0) {
     static const int swap[3] = {CAT_J, CAT_I, CAT_P};
     p->f = dag_swap_cats(p->d, p->f, swap);

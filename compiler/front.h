@@ -67,16 +67,26 @@ uint32_t ad_diff(dag *d, uint32_t f, uint32_t v, uint32_t u); /* (d f/d v) u, di
 uint32_t ad_grad_matrix(dag *d, uint32_t f, uint32_t v);      /* dim f * dim v */
 uint32_t ad_divergence(dag *d, uint32_t f, uint32_t v);       /* dim f = dim v, out 1 */
 
-/* ---- reductions (red.c, reductions.def) ------------------------------------------------- */
+/* ---- reductions (red.c, red_<family>.c, reductions.def) ------------------------------- */
 
-enum red_family { RF_SUM, RF_MINMAX, RF_KMIN, RF_LSE };
+/* The reduction families. Each is defined once, in compiler/red_<family>.c, as red_<NAME>
+ * (red.h: its state layout, outputs, steps in C and, through kgen.h, in LLVM IR); every
+ * consumer reads that definition. A new family: a name here, its file, its rows in
+ * reductions.def, its tests. */
+#define RED_FAMILIES(F) F(SUM) F(MINMAX) F(KMIN) F(LSE)
+#define RED_FAMILY_ID(NAME) RF_##NAME,
+enum red_family_id { RED_FAMILIES(RED_FAMILY_ID) RF_COUNT };
+#undef RED_FAMILY_ID
 enum red_fin { FIN_RAW, FIN_LOG, FIN_SOFTMAX };
 enum { RO_VAL = 1, RO_IDX = 2 };  /* outputs */
 enum { F2_NO, F2_OPT, F2_REQ };   /* formula2 */
 
+struct red_family;
+
 typedef struct red_row {
   const char *name;
-  enum red_family family;
+  enum red_family_id family; /* RF_<NAME>: the id of fam, for code that only tells them apart */
+  const struct red_family *fam; /* red_<NAME> */
   int dir;       /* MINMAX, KMIN: -1 minimum, +1 maximum */
   int outputs;   /* RO_VAL, RO_IDX or both (values in outs[0], indices in outs[1]) */
   int f2;        /* F2_* */
@@ -87,6 +97,10 @@ typedef struct red_row {
 const red_row *red_find(const char *name); /* NULL if unknown */
 
 /* ---- the program (fe.c) ----------------------------------------------------------------- */
+
+/* An argument's role in the program's orientation: one row per output row, one row per
+ * reduced index, or a parameter (FE_NONE: a position no alias declares). */
+enum { FE_NONE, FE_ROW, FE_RED, FE_PARAM };
 
 /* What every backend runs. The formula is expressed for "reduce over j for each i": for
  * axis 0 the categories of its Vi and Vj variables are swapped, so in `f` category 0
@@ -107,8 +121,17 @@ typedef struct fe_program {
   int out_dim[2];
   keops_dtype out_dtype[2];
   uint32_t user_f, user_f2; /* formulas after simplification, before the axis swap */
+  /* Facts every backend reads, computed once by fe_build: */
+  int role[FE_MAX_ARGS]; /* FE_* of each position */
+  int red_width;     /* values of the FE_RED arguments per reduced index (the GPU's tile row) */
+  int state;         /* doubles in one row's reduction state (red.c's layout) */
+  int weights;       /* LSE family: the weights after F in f (fdim - 1); else 0 */
   char *key;         /* canonical text: formula(s), reduction, axis, k, dtype, options */
 } fe_program;
+
+/* Output rows and reduced indices of a run over M i's and N j's. */
+static inline int64_t fe_rows(const fe_program *p, int64_t M, int64_t N) { return p->axis == 1 ? M : N; }
+static inline int64_t fe_nred(const fe_program *p, int64_t M, int64_t N) { return p->axis == 1 ? N : M; }
 
 /* Builds the program for desc. On failure returns NULL with e set. The caller frees with
  * fe_free. */

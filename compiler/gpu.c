@@ -24,21 +24,11 @@ typedef struct gk {
   LLVMValueRef row, valid, by, nrows;
   LLVMValueRef out[2];
   LLVMValueRef partial;
-  int state;
 } gk;
 
 static LLVMValueRef sreg(gk *G, kt_sreg r) {
   kb *K = &G->K;
   return LLVMBuildZExt(B, G->grid->sreg(K, r), K->i64, "");
-}
-
-int gpu_tile_width(const fe_program *p) {
-  int w = 0;
-  for (int pos = 0; pos < p->args.n; pos++) {
-    int c = p->args.cat[pos];
-    if ((p->axis == 1 ? c == CAT_J : c == CAT_I)) w += p->args.dim[pos];
-  }
-  return w;
 }
 
 /* Rows read global memory once (row-level nodes keep them in registers), j-variables the
@@ -64,7 +54,7 @@ static void put_partial(kb *K, const kg_sink *o, int kind, LLVMValueRef c, int u
   gk *G = (gk *)K;
   (void)o, (void)kind, (void)u, (void)lane; /* one row a thread; indices stored as doubles */
   LLVMValueRef at = LLVMBuildMul(B, LLVMBuildAdd(B, LLVMBuildMul(B, G->by, G->nrows, ""), G->row, ""),
-                                 kg_i64(K, G->state), "");
+                                 kg_i64(K, K->p->state), "");
   LLVMTypeRef dt = LLVMDoubleTypeInContext(K->L.C);
   kg_store(K, v, kg_gep(K, dt, G->partial, LLVMBuildAdd(B, at, c, "")), 8);
 }
@@ -79,8 +69,8 @@ static void stage_tile(gk *G, LLVMValueRef t, LLVMValueRef jend, LLVMValueRef ti
   LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntSLT, jj, jend, ""), load_bb, done);
   LLVMPositionBuilderAtEnd(B, load_bb);
   for (int pos = 0; pos < p->args.n; pos++) {
-    int dim = p->args.dim[pos], c0 = p->args.cat[pos];
-    if (!(p->axis == 1 ? c0 == CAT_J : c0 == CAT_I)) continue;
+    int dim = p->args.dim[pos];
+    if (p->role[pos] != FE_RED) continue;
     LLVMValueRef src = kg_gep(K, K->L.T, K->arg[pos], LLVMBuildMul(B, jj, kg_i64(K, dim), ""));
     LLVMValueRef dst = kg_gep(K, K->L.T, K->tile,
                               LLVMBuildMul(B, tid, kg_i64(K, K->tile_width), ""));
@@ -93,12 +83,11 @@ static void stage_tile(gk *G, LLVMValueRef t, LLVMValueRef jend, LLVMValueRef ti
   LLVMPositionBuilderAtEnd(B, done);
 }
 
-static void build_body(gk *G, LLVMValueRef *params, int nstate) {
+static void build_body(gk *G, LLVMValueRef *params) {
   kb *K = &G->K;
   const fe_program *p = K->p;
   G->nrows = params[P_NROWS];
   G->partial = params[P_PARTIAL];
-  G->state = nstate;
   for (int pos = 0; pos < p->args.n; pos++) K->arg[pos] = params[P_ARGS + pos];
   for (int o = 0; o < p->nout; o++) G->out[o] = params[P_ARGS + p->args.n + o];
   LLVMValueRef tid = sreg(G, KT_TID_X), bdim = sreg(G, KT_NTID_X);
@@ -132,7 +121,7 @@ static void build_body(gk *G, LLVMValueRef *params, int nstate) {
   LLVMValueRef *f = lw_vec(&K->L, p->f, 0);
   if (f) kg_accumulate(K, 0, f);
   kg_loop_end(K, &lk, kg_i64(K, 1));
-  if (p->red->family == RF_SUM && p->scheme == KEOPS_SUM_BLOCK) kg_flush_block(K, 0);
+  if (kg_needs_flush(p)) kg_flush_block(K, 0);
   G->grid->barrier(K); /* the tile is overwritten next */
   kg_loop_end(K, &lt, bdim);
 
@@ -176,7 +165,7 @@ static LLVMValueRef build_combine(gk *G) {
   kg_state_alloc(K);
   kg_kheap_alloca(K);
   kg_sink out = kg_row_sink(outs, i);
-  kg_combine_row(K, i, nrows, LLVMGetParam(K->fn, 1), LLVMGetParam(K->fn, 2), G->state, &out);
+  kg_combine_row(K, i, nrows, LLVMGetParam(K->fn, 1), LLVMGetParam(K->fn, 2), &out);
   LLVMBuildBr(B, done);
   LLVMPositionBuilderAtEnd(B, done);
   LLVMBuildRetVoid(B);
@@ -198,10 +187,6 @@ LLVMModuleRef gpu_build(LLVMContextRef C, const fe_program *p, const kt_target *
   K->L.load_var = load_var;
   kg_types(K, 1, 1, 1);
   vm_set_math(K->L.M, t->isa->math);
-  const dag_node *root = dag_get(p->d, p->f);
-  K->D = root->dim;
-  K->E = p->red->family == RF_LSE ? root->dim - 1 : 0;
-  red_spec spec;
   /* K-min heaps live in each thread's local memory, which the driver reserves for every
    * resident thread of the device: keep it small */
   int64_t heap = kg_kheap_entries(p, 1, 1) * (kg_tsize(K) + 8);
@@ -210,19 +195,14 @@ LLVMModuleRef gpu_build(LLVMContextRef C, const fe_program *p, const kt_target *
              "%s with K = %d over %d components needs %lld bytes of heap per row, more than the "
              "GPU kernel's %d: use the CPU backend, or a smaller K", p->red->name, p->k, p->fdim,
              (long long)heap, GPU_MAX_HEAP);
-  if (e->status != KEOPS_OK || red_spec_init(&spec, p->red, p->fdim, p->k, p->scheme, 1, e) ||
-      lw_init(&K->L, p->d, p->f, e)) {
+  if (e->status != KEOPS_OK || lw_init(&K->L, p->d, p->f, e)) {
     LLVMDisposeBuilder(K->L.bld);
     LLVMDisposeModule(K->L.M);
     return NULL;
   }
-  for (int pos = 0, off = 0; pos < p->args.n; pos++) {
-    int c = p->args.cat[pos];
-    if (!(p->axis == 1 ? c == CAT_J : c == CAT_I)) continue;
-    K->tile_off[pos] = off;
-    off += p->args.dim[pos];
-  }
-  K->tile_width = gpu_tile_width(p);
+  for (int pos = 0, off = 0; pos < p->args.n; pos++)
+    if (p->role[pos] == FE_RED) K->tile_off[pos] = off, off += p->args.dim[pos];
+  K->tile_width = p->red_width;
   LLVMTypeRef g = LLVMPointerTypeInContext(C, G.grid->global_as);
   int np = P_ARGS + p->args.n + p->nout;
   LLVMTypeRef *ps = malloc(sizeof *ps * (size_t)np);
@@ -233,7 +213,7 @@ LLVMModuleRef gpu_build(LLVMContextRef C, const fe_program *p, const kt_target *
   LLVMPositionBuilderAtEnd(K->L.bld, LLVMAppendBasicBlockInContext(C, K->fn, "entry"));
   LLVMValueRef *params = malloc(sizeof *params * (size_t)np);
   LLVMGetParams(K->fn, params);
-  build_body(&G, params, (int)spec.state);
+  build_body(&G, params);
   free(params);
   G.grid->entry(K->L.M, K->fn);
   G.grid->entry(K->L.M, build_combine(&G));

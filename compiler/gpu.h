@@ -17,11 +17,10 @@
  * threadIdx.x reduces row i over the block's j-range: [j0, j1) split in gridDim.y equal
  * chunks. With partial == NULL (gridDim.y must be 1) it writes the row's outputs; otherwise
  * the row's red.c state (doubles) at partial + (blockIdx.y * nrows + i) * state. Dynamic
- * shared memory: blockDim.x * gpu_tile_width(p) elements of the dtype. The second kernel,
+ * shared memory: blockDim.x * p->red_width elements of the dtype. The second kernel,
  *   void keops_combine(i64 nrows, i64 nsplit, double *partial, out_0 [, out_1])
  * merges each row's nsplit states in order and writes its outputs, one thread per row. */
 LLVMModuleRef gpu_build(LLVMContextRef C, const fe_program *p, const kt_target *t,
                         const char *fname, kerr *e);
-int gpu_tile_width(const fe_program *p); /* j-variable values staged per j */
 
 #endif

@@ -268,7 +268,6 @@ typedef struct ip_inputs {
   int n;
   const double *base[FE_MAX_ARGS]; /* row 0 of the argument; NULL: unused */
   double *owned[FE_MAX_ARGS];      /* float32 copies */
-  int role[FE_MAX_ARGS];           /* 0 parameter, 1 output row, 2 reduced index */
   const double *vars[FE_MAX_ARGS];
 } ip_inputs;
 
@@ -299,7 +298,6 @@ static keops_status inputs_load(const fe_program *p, const ip_plan *pl, int64_t 
   for (int pos = 0; pos < in->n; pos++) {
     int dim = p->args.dim[pos], cat = p->args.cat[pos];
     int64_t rows = cat == CAT_P ? 1 : cat == CAT_I ? M : N;
-    in->role[pos] = cat == CAT_P ? 0 : (cat == CAT_I) == (p->axis == 1) ? 1 : 2;
     if (!used[pos] || rows == 0) continue;
     if (!args || !args[pos]) {
       kerr_set(e, KEOPS_ERROR_ARGUMENT, "argument %d is NULL", pos);
@@ -322,10 +320,10 @@ static keops_status inputs_load(const fe_program *p, const ip_plan *pl, int64_t 
   return KEOPS_OK;
 }
 
-/* Points the variables of `role` at row r. */
+/* Points the variables of `role` (FE_*) at row r. */
 static void inputs_point(const fe_program *p, ip_inputs *in, int role, int64_t r) {
   for (int pos = 0; pos < in->n; pos++)
-    if (in->base[pos] && in->role[pos] == role)
+    if (in->base[pos] && p->role[pos] == role)
       in->vars[pos] = in->base[pos] + r * p->args.dim[pos];
 }
 
@@ -366,15 +364,15 @@ static keops_status run_pairs(const fe_program *p, const red_spec *rs, ip_plan *
     kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory for the reduction state");
     return KEOPS_ERROR_OUT_OF_MEMORY;
   }
-  inputs_point(p, in, 0, 0);
+  inputs_point(p, in, FE_PARAM, 0);
   run_steps(pl, 0, pl->stage_end[0], in->vars);
   const double *f = pl->val + pl->root_off;
   for (int64_t r = 0; r < rows; r++) {
-    inputs_point(p, in, 1, r);
+    inputs_point(p, in, FE_ROW, r);
     run_steps(pl, pl->stage_end[0], pl->stage_end[1], in->vars);
     red_init(rs, st);
     for (int64_t j = 0; j < nred; j++) {
-      inputs_point(p, in, 2, j);
+      inputs_point(p, in, FE_RED, j);
       run_steps(pl, pl->stage_end[1], pl->stage_end[2], in->vars);
       red_accumulate(rs, st, f, j);
     }
@@ -394,7 +392,7 @@ keops_status interp_run(const fe_program *p, int64_t M, int64_t N, const void *c
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "interp_run: dtype must be float32 or float64");
     return KEOPS_ERROR_ARGUMENT;
   }
-  int64_t rows = p->axis == 1 ? M : N, nred = p->axis == 1 ? N : M;
+  int64_t rows = fe_rows(p, M, N), nred = fe_nred(p, M, N);
   red_spec rs;
   if (red_spec_init(&rs, p->red, p->fdim, p->k, p->scheme, nred, e)) return e->status;
   keops_status st = check_outputs(p, &rs, rows, outs, e);

@@ -1,10 +1,11 @@
 /* Shared by the CPU (cpu.c) and GPU (gpu.c) kernel builders: the builder state, IR helpers
- * and the reduction steps (kgen.c). */
+ * and the reduction steps (kgen.c, calling the row's family: kg_family, red_<family>.c). */
 #ifndef KEOPS_KGEN_H
 #define KEOPS_KGEN_H
 
 #include "front.h"
 #include "lower.h"
+#include "red.h"
 
 typedef struct kg_loop {
   LLVMBasicBlockRef head, exit;
@@ -31,9 +32,7 @@ typedef struct kb {
 } kb;
 
 /* Above this many K-min slots per row (K * dim), the K best of each row and component are
- * kept in a binary heap in memory (worst at the root, whose value and index stay in the
- * slots a/ix as the entry threshold) instead of an unrolled sorted network: compile time
- * and code size no longer grow with K, and an insertion costs O(log K). */
+ * kept in a binary heap in memory (red_kmin.c) instead of an unrolled sorted network. */
 #define KG_KMIN_UNROLL 16
 /* The size of a program's unrolled kernel: scalar operations per pair (each node's dim plus
  * its operands') plus 32 per state entry updated for each pair. Compile time grows with it,
@@ -66,6 +65,31 @@ typedef struct kg_sink {
   int partial;           /* write red.c's state as doubles instead of the outputs */
 } kg_sink;
 
+/* The IR steps of a reduction family, defined with its C steps (red_<family>.c) and called
+ * by the kg_* steps below. Per row block u, over the slots K->a (values), K->x (auxiliary)
+ * and K->ix (indices) that kg_state_alloc made from the family's layout. */
+typedef struct kg_family {
+  int (*slots)(kb *K);                  /* state vectors per row block */
+  int64_t (*cost)(const fe_program *p); /* state entries updated per pair (kg_size) */
+  void (*init)(kb *K, int u);
+  void (*accumulate)(kb *K, int u, LLVMValueRef *f); /* see kg_accumulate */
+  void (*finalize)(kb *K, int u, const kg_sink *o);  /* the user's outputs */
+  void (*write)(kb *K, int u, const kg_sink *o);     /* o->partial: red.c's double state */
+  void (*load)(kb *K, int u, LLVMValueRef base);     /* see kg_state_load */
+  /* kg_state_merge: f has room for `slots` values, ix for D indices; a value that reaches
+   * accumulate through f is taken as already in the accumulator type, with index ix[d]. */
+  void (*merge)(kb *K, int u, LLVMValueRef base, LLVMValueRef *f, LLVMValueRef *ix);
+  /* Optional, both or neither: the builders cut the j loop in tiles and flush at the end of
+   * each where tiled(p). */
+  int (*tiled)(const fe_program *p);
+  void (*flush)(kb *K, int u);
+} kg_family;
+
+/* The required IR steps, by name: a missing one (or NULL) is a compile error. */
+#define KG_STEPS(sl, co, in, ac, fi, wr, lo, me)                                                   \
+  .slots = &(sl), .cost = &(co), .init = &(in), .accumulate = &(ac), .finalize = &(fi),           \
+  .write = &(wr), .load = &(lo), .merge = &(me)
+
 LLVMValueRef kg_i64(kb *K, int64_t v);
 LLVMValueRef kg_alloca(kb *K, LLVMTypeRef t, int64_t n); /* in the entry block */
 LLVMValueRef kg_loop_begin(kb *K, kg_loop *lp, LLVMValueRef start, LLVMValueRef end);
@@ -78,13 +102,15 @@ unsigned kg_tsize(kb *K);
 LLVMValueRef kg_splat(kb *K, LLVMTypeRef vt, LLVMValueRef s);
 
 /* Types for the program's dtype with w32 / w64 lanes and u row blocks. */
-void kg_types(kb *K, int w32, int w64, int u);
+void kg_types(kb *K, int w32, int w64, int u); /* and D, E from the program */
 int kg_slots(kb *K);
 void kg_state_alloc(kb *K); /* the state slots, as allocas */
 void kg_state_free(kb *K);
 void kg_kheap_alloca(kb *K); /* K-min heaps as allocas (GPU: local memory), when kg_kheap */
 void kg_init(kb *K, int u);
 void kg_accumulate(kb *K, int u, LLVMValueRef *f); /* K->jv must hold the current index */
+/* Whether the builders must cut the j loop in tiles and call kg_flush_block after each. */
+int kg_needs_flush(const fe_program *p);
 void kg_flush_block(kb *K, int u);
 void kg_finalize(kb *K, int u, const kg_sink *o);
 /* Sets "target-cpu" / "target-features" (and key = val when key is not NULL) and nounwind on
@@ -96,12 +122,38 @@ void kg_target_attrs(LLVMModuleRef m, const char *cpu, const char *features, con
 void kg_state_load(kb *K, int u, LLVMValueRef base);
 void kg_state_merge(kb *K, int u, LLVMValueRef base);
 
+/* ---- for the families' IR steps (red_<family>.c) ------------------------------------ */
+
+LLVMValueRef kg_ld(kb *K, LLVMValueRef slot);
+void kg_st(kb *K, LLVMValueRef slot, LLVMValueRef v);
+LLVMValueRef kg_aconst(kb *K, double v); /* of the accumulator vector type */
+LLVMValueRef kg_iconst(kb *K, int64_t v); /* of the index vector type */
+LLVMValueRef kg_to_acc(kb *K, LLVMValueRef v);   /* a formula value, in the accumulator type */
+LLVMValueRef kg_from_acc(kb *K, LLVMValueRef v); /* an accumulator, in the dtype */
+LLVMValueRef kg_to_double(kb *K, LLVMValueRef v);
+/* The index a value enters with: the current j, or (merging states) the state's own. */
+LLVMValueRef kg_index_of(kb *K, int d);
+/* Entry c (int, or an i64 value for _at) of the double state at base, converted to t. */
+LLVMValueRef kg_state_entry(kb *K, LLVMValueRef base, int c, LLVMTypeRef t);
+LLVMValueRef kg_state_entry_at(kb *K, LLVMValueRef base, LLVMValueRef c, LLVMTypeRef t);
+red_layout kg_layout(const fe_program *p);
+/* The layout's slots in registers <-> red.c's double state, for families whose slots are
+ * their whole state. */
+void kg_slots_load(kb *K, int u, LLVMValueRef base);
+void kg_slots_write(kb *K, int u, const kg_sink *o);
+/* Slots of (value, index) (MINMAX, KMIN): init to empty; x enters the slot (v, i) when it is
+ * better, or the slot is empty and x is a number; the row's outputs from the slots. */
+void kg_pair_init(kb *K, int u);
+LLVMValueRef kg_takes(kb *K, LLVMValueRef x, LLVMValueRef v, LLVMValueRef i);
+void kg_pair_finalize(kb *K, int u, const kg_sink *o);
+LLVMValueRef kg_any_lane(kb *K, LLVMValueRef c); /* an i1 vector has a set lane */
+
 /* The j-split's second step, one skeleton for every target (combine.c). A split's kernel
- * leaves each row's state, in red.c's double layout of `state` doubles, at
+ * leaves each row's state, in red.c's double layout of p->state doubles, at
  * partial + (s * nrows + row) * state for split s; kg_combine_row merges splits 0 .. nsplit-1
  * of `row` in order and finalizes into row `row` of the outputs (kg_row_sink). */
 void kg_combine_row(kb *K, LLVMValueRef row, LLVMValueRef nrows, LLVMValueRef nsplit,
-                    LLVMValueRef partial, int64_t state, const kg_sink *out);
+                    LLVMValueRef partial, const kg_sink *out);
 /* A sink writing finalized values to row `row` of the user's outputs outs[0] (and outs[1]
  * when the reduction has two; outs has two entries). */
 kg_sink kg_row_sink(const LLVMValueRef *outs, LLVMValueRef row);

@@ -203,10 +203,6 @@ static int64_t input_rows(int cat, int64_t M, int64_t N) {
   return cat == CAT_I ? M : cat == CAT_J ? N : 1;
 }
 
-static int64_t output_rows(const fe_program *p, int64_t M, int64_t N) {
-  return p->axis == 1 ? M : N;
-}
-
 /* Whether rows x dim entries of elem bytes fit in the address space (a larger "array" can
  * only come from a wrong M or N, and its byte count would overflow). */
 static int fits(int64_t rows, int dim, int64_t elem) {
@@ -269,7 +265,7 @@ static keops_status check_outputs(const fe_program *p, int64_t M, int64_t N, voi
     return rt_fail(KEOPS_ERROR_ARGUMENT,
                    "keops_kernel_run: outs is NULL but the kernel has %d output%s", p->nout,
                    p->nout > 1 ? "s" : "");
-  int64_t rows = output_rows(p, M, N);
+  int64_t rows = fe_rows(p, M, N);
   for (int k = 0; k < p->nout; k++) {
     if (!fits(rows, p->out_dim[k], elem_size(p->out_dtype[k])))
       return rt_fail(KEOPS_ERROR_ARGUMENT,
@@ -289,7 +285,7 @@ static keops_status check_outputs(const fe_program *p, int64_t M, int64_t N, voi
 /* A Sum whose formula simplified to Zero: its outputs are zeros (all-zero bytes are 0.0 in
  * IEEE formats), on every backend, without evaluating a single pair. */
 static keops_status fill_zero(const fe_program *p, int64_t M, int64_t N, void *const *outs) {
-  int64_t rows = output_rows(p, M, N);
+  int64_t rows = fe_rows(p, M, N);
   for (int k = 0; k < p->nout; k++)
     if (outs[k]) memset(outs[k], 0, (size_t)(rows * p->out_dim[k] * elem_size(p->out_dtype[k])));
   return KEOPS_OK;

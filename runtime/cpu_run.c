@@ -107,7 +107,7 @@ static keops_status no_scratch(size_t bytes, kerr *e) {
 keops_status rt_cpu_run(rt_pool *pool, const cpu_code *code, const fe_program *p, int64_t M,
                         int64_t N, const void *const *args, void *const *outs, int threads,
                         int lanes, kerr *e) {
-  int64_t rows = p->axis == 1 ? M : N, nred = p->axis == 1 ? N : M;
+  int64_t rows = fe_rows(p, M, N), nred = fe_nred(p, M, N);
   job J = {code->kernel, args, outs, rows, nred, 0, NULL, 0, code->scratch, 0};
   if (rows == 0) return KEOPS_OK;
   int64_t blocks = (rows + lanes - 1) / lanes;
@@ -119,12 +119,10 @@ keops_status rt_cpu_run(rt_pool *pool, const cpu_code *code, const fe_program *p
     rt_pool_run(pool, threads, (int)((rows + J.chunk - 1) / J.chunk), row_task, &J);
     return atomic_load(&J.oom) ? no_scratch(J.scratch, e) : KEOPS_OK;
   }
-  red_spec s;
-  if (red_spec_init(&s, p->red, p->fdim, p->k, p->scheme, nred, e)) return e->status;
   int nsplit = threads;
   J.chunk = (nred + nsplit - 1) / nsplit;
-  J.state = s.state;
-  J.partial = malloc(sizeof(double) * (size_t)nsplit * (size_t)rows * s.state);
+  J.state = (size_t)p->state;
+  J.partial = malloc(sizeof(double) * (size_t)nsplit * (size_t)rows * J.state);
   void *scratch = code->combine_scratch ? aligned_alloc(64, code->combine_scratch) : NULL;
   if (!J.partial || (code->combine_scratch && !scratch)) {
     free(J.partial);

@@ -128,7 +128,7 @@ static int64_t arg_rows(const fe_program *p, int pos, int64_t M, int64_t N) {
 static unsigned block_size(const fe_program *p, const rt_device_info *d, size_t es,
                            unsigned *shared) {
   unsigned bs = GPU_MAX_BLOCK < d->max_threads_per_block ? GPU_MAX_BLOCK : (unsigned)d->max_threads_per_block;
-  size_t per = (size_t)gpu_tile_width(p) * es;
+  size_t per = (size_t)p->red_width * es;
   size_t limit = (size_t)(d->max_shared_per_block_optin > d->max_shared_per_block ? d->max_shared_per_block_optin
                                                                                    : d->max_shared_per_block);
   if (per && bs * per > limit) bs = (unsigned)(limit / per);
@@ -233,8 +233,8 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
   r.dev = dev;
   r.info = &info;
   r.stream = o->stream;
-  r.rows = p->axis == 1 ? M : N;
-  r.nred = p->axis == 1 ? N : M;
+  r.rows = fe_rows(p, M, N);
+  r.nred = fe_nred(p, M, N);
   r.es = p->dtype == KEOPS_FLOAT32 ? 4 : 8;
   int devp = o->device_pointers != 0;
   keops_status rc = KEOPS_OK;
@@ -250,13 +250,11 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
     if (bs < 32) {
       rc = KEOPS_ERROR_UNSUPPORTED;
       kerr_set(e, rc, "the j-variables (%d values per j) do not fit in %s's shared memory",
-               gpu_tile_width(p), info.name);
+               p->red_width, info.name);
     }
     unsigned nsplit = rc == KEOPS_OK ? split_count(&r, bs) : 1;
     if (rc == KEOPS_OK && nsplit > 1) {
-      red_spec s;
-      if (red_spec_init(&s, p->red, p->fdim, p->k, p->scheme, r.nred, e)) rc = e->status;
-      else rc = dev->alloc(sizeof(double) * nsplit * (size_t)r.rows * s.state, &r.partial, e);
+      rc = dev->alloc(sizeof(double) * nsplit * (size_t)r.rows * (size_t)p->state, &r.partial, e);
     }
     if (rc == KEOPS_OK) rc = launch(&r, c, bs, shared, nsplit, e);
     if (rc == KEOPS_OK && nsplit > 1) rc = combine(&r, c, bs, nsplit, e);
@@ -279,7 +277,7 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
 keops_status rt_gpu_fill_zero(const keops_kernel *k, int64_t M, int64_t N, void *const *outs,
                               const keops_run_options *o, kerr *e) {
   const fe_program *p = k->prog;
-  int64_t rows = p->axis == 1 ? M : N;
+  int64_t rows = fe_rows(p, M, N);
   const rt_device *dev = k->ctx->dev;
   if (dev->load(e) || dev->enter(o->device_id, e)) return e->status;
   keops_status rc = check_device_pointers(dev, p, NULL, outs, o->device_id, e);

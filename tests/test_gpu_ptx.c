@@ -159,7 +159,7 @@ START_TEST(kernel_shape) {
   kerr e;
   kerr_clear(&e);
   fe_program *p = fe_build(&d, &e);
-  ck_assert_int_eq(gpu_tile_width(p), 4);
+  ck_assert_int_eq(p->red_width, 4);
   kt_target t, bad;
   kt_set(&t, &kt_nvptx, "sm_90", "+ptx80");
   size_t len;
