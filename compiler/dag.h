@@ -14,7 +14,7 @@
 #include "keops.h"
 
 enum dag_op {
-#define X(name, kind, sig, eval, t0, t1, t2) OP_##name,
+#define X(name, kind, sig, vm, eval, t0, t1, t2) OP_##name,
 #include "ops.def"
 #undef X
   OP_COUNT

@@ -18,7 +18,7 @@ typedef struct op_row {
 } op_row;
 
 static const op_row rows[] = {
-#define X(name, kind, sig, eval, t0, t1, t2) {OP_##name, K_##kind, #name, sig},
+#define X(name, kind, sig, vm, eval, t0, t1, t2) {OP_##name, K_##kind, #name, sig},
 #include "ops.def"
 #undef X
 };
