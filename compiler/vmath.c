@@ -855,25 +855,6 @@ static LLVMValueRef acos_fn(const vm *v, LLVMValueRef x) {
   return sel(v, p.big, sel(v, is_neg(v, x), negv, pos), small);
 }
 
-/* tanh: below 0.55 its Taylor series (radius pi/2; 20 terms, the last under 2^-55 of the
- * sum), above 1 - 2/(exp(2|x|) + 1), where exp's error is scaled by at most 0.75 and which
- * saturates to 1 when exp overflows. The sign is put back last, so tanh(-0) = -0. f32: in
- * double, then rounded. */
-static const double TANH_D[] = {-0.3333333333333333, 0.13333333333333333, -0.05396825396825397, 0.021869488536155203, -0.008863235529902197, 0.003592128036572481, -0.0014558343870513183, 0.000590027440945586, -0.00023912911424355248, 9.691537956929451e-05, -3.927832388331683e-05, 1.5918905069328964e-05, -6.451689215655431e-06, 2.6147711512907546e-06, -1.0597268320104654e-06, 4.294911078273806e-07, -1.7406618963571648e-07, 7.054636946400968e-08, -2.859136662305254e-08, 1.1587644432798853e-08};
-static const cset TANH_P = CSET(TANH_D, TANH_D);
-
-static LLVMValueRef tanh_fn(const vm *v, LLVMValueRef x) {
-  if (!v->dbl) {
-    vm d = vm_other(v, 1);
-    return LLVMBuildFPTrunc(v->b, tanh_fn(&d, LLVMBuildFPExt(v->b, x, d.ty, "")), v->ty, "");
-  }
-  LLVMValueRef ax = fabs_(v, x), x2 = mul(v, ax, ax);
-  LLVMValueRef small = fmadd(v, mul(v, ax, x2), poly(v, x2, &TANH_P), ax);
-  LLVMValueRef e = vm_call(v->mod, v->b, VM_EXP, add(v, ax, ax), NULL);
-  LLVMValueRef big = sub(v, K(v, 1.0), fdiv(v, K(v, 2.0), add(v, e, K(v, 1.0))));
-  return copysign_(v, sel(v, fcmp(v, LLVMRealOLT, ax, K(v, 0.55)), small, big), x);
-}
-
 /* ------------------------------------------------------------------------ dispatch -- */
 
 static const struct {
