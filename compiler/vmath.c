@@ -861,7 +861,8 @@ static const struct {
   const char *name;
   int nargs;
 } FN[VM_COUNT] = {
-#define X(NAME, name, nargs, emit, ref, ulp32, ulp64, lim32, lim64, dom, extra) [VM_##NAME] = {name, nargs},
+#define X(NAME, name, nargs, emit, ref, ulp32, ulp64, lim32, lim64, dom, extra) \
+  [VM_##NAME] = {name, nargs},
 #include "vmath.def"
 #undef X
 };
