@@ -154,41 +154,26 @@ static int check_term(dag *d, const char *who, int op, uint32_t term, int want) 
  * (s's kept axes, in increasing G position) then o's remaining axes (o's contracted axes,
  * increasing), and the new perm sends each to the axis of s it stands for. This is KeOps's
  * DiffT (moveaxis_a / moveaxis_b), derived again here. */
-typedef struct td_list {
-  int n;
-  const int64_t *v;
-} td_list;
-
 typedef struct td_info {
-  td_list dims[2], cont[2], perm; /* perm.n is 0 when absent */
-  int keep[2][AD_MAX_PARAMS];     /* kept axes of each side, increasing */
+  dag_tdot u;                 /* the lists: dims a, b (0, 1), cont a, b (2, 3), perm (4) */
+  int keep[2][AD_MAX_PARAMS]; /* kept axes of each side, increasing */
   int nkeep[2];
 } td_info;
 
 static int td_parse(const int64_t *p, int np, td_info *t) {
-  td_list *l[5] = {&t->dims[0], &t->dims[1], &t->cont[0], &t->cont[1], &t->perm};
-  int at = 0;
-  for (int i = 0; i < 5; i++) {
-    l[i]->n = 0;
-    l[i]->v = p;
-    if (at >= np && i == 4) break;
-    if (at >= np || p[at] < 0 || p[at] > np - at - 1) return 0;
-    l[i]->n = (int)p[at];
-    l[i]->v = p + at + 1;
-    at += 1 + l[i]->n;
-  }
+  if (dag_tdot_unpack(p, np, &t->u)) return 0;
   for (int s = 0; s < 2; s++) {
     t->nkeep[s] = 0;
-    for (int ax = 0; ax < t->dims[s].n; ax++) {
+    for (int ax = 0; ax < t->u.n[s]; ax++) {
       int contracted = 0;
-      for (int i = 0; i < t->cont[s].n; i++) contracted |= t->cont[s].v[i] == ax;
+      for (int i = 0; i < t->u.n[2 + s]; i++) contracted |= t->u.l[2 + s][i] == ax;
       if (!contracted) t->keep[s][t->nkeep[s]++] = ax;
     }
   }
   return 1;
 }
 
-static int td_perm(const td_info *t, int k) { return t->perm.n ? (int)t->perm.v[k] : k; }
+static int td_perm(const td_info *t, int k) { return t->u.n[4] ? (int)t->u.l[4][k] : k; }
 
 /* Appends a list (length, then elements) to params; returns the new count. */
 static int put_list(int64_t *params, int np, const int *v, int n) {
@@ -211,21 +196,21 @@ static uint32_t td_adjoint(dag *d, const ad_node *a, uint32_t g, int s) {
   nk += t.nkeep[1];
   for (int k = 0; k < nk; k++) { /* G's shape: T axis k sits at position perm[k] */
     int side = k < off[1] ? 0 : 1;
-    gdims[td_perm(&t, k)] = (int)t.dims[side].v[t.keep[side][k - off[side]]];
+    gdims[td_perm(&t, k)] = (int)t.u.l[side][t.keep[side][k - off[side]]];
     inv[td_perm(&t, k)] = k;
   }
   for (int j = 0; j < t.nkeep[o]; j++) gcont[j] = td_perm(&t, off[o] + j);
   for (int pos = 0; pos < nk; pos++) /* G's remaining axes: s's kept axes */
     if (inv[pos] >= off[s] && inv[pos] < off[s] + t.nkeep[s])
       perm[m++] = t.keep[s][inv[pos] - off[s]];
-  for (int ax = 0; ax < t.dims[o].n; ax++) { /* o's remaining axes: its contracted ones */
-    odims[ax] = (int)t.dims[o].v[ax];
-    for (int i = 0; i < t.cont[o].n; i++)
-      if (t.cont[o].v[i] == ax) perm[m++] = (int)t.cont[s].v[i];
+  for (int ax = 0; ax < t.u.n[o]; ax++) { /* o's remaining axes: its contracted ones */
+    odims[ax] = (int)t.u.l[o][ax];
+    for (int i = 0; i < t.u.n[2 + o]; i++)
+      if (t.u.l[2 + o][i] == ax) perm[m++] = (int)t.u.l[2 + s][i];
   }
   for (int i = 0; i < m; i++) identity &= perm[i] == i;
   int np = put_list(params, 0, gdims, nk);
-  np = put_list(params, np, odims, t.dims[o].n);
+  np = put_list(params, np, odims, t.u.n[o]);
   np = put_list(params, np, gcont, t.nkeep[o]);
   np = put_list(params, np, t.keep[o], t.nkeep[o]);
   if (!identity) np = put_list(params, np, perm, m);

@@ -11,7 +11,7 @@
 #include <string.h>
 
 const dag_opinfo dag_ops[OP_COUNT] = {
-#define X(name, kind, sig, eval, t0, t1, t2) {#name, K_##kind, sig, {t0, t1, t2}},
+#define X(name, kind, sig, vm, eval, t0, t1, t2) {#name, K_##kind, sig, {t0, t1, t2}},
 #include "ops.def"
 #undef X
 };
@@ -32,7 +32,7 @@ static double ew_round(double x, int64_t digits) {
 double dag_ew_eval(int op, double x, double y, double z, const int64_t *p) {
   (void)x, (void)y, (void)z, (void)p;
   switch (op) {
-#define X(name, kind, sig, eval, t0, t1, t2)                                                   \
+#define X(name, kind, sig, vm, eval, t0, t1, t2)                                                   \
   case OP_##name: return (double)(eval);
 #include "ops.def"
 #undef X

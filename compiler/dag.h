@@ -15,7 +15,7 @@
 #include "keops.h"
 
 enum dag_op {
-#define X(name, kind, sig, eval, t0, t1, t2) OP_##name,
+#define X(name, kind, sig, vm, eval, t0, t1, t2) OP_##name,
 #include "ops.def"
 #undef X
   OP_COUNT
@@ -84,6 +84,19 @@ uint32_t dag_intern(dag *d, int op, int dim, const uint32_t *k, int nk, const in
 int dag_is_zero(const dag *d, uint32_t id); /* a Zero node (the constant 0 is Zero(1)) */
 /* Returns 1 and sets num and den when id is a RatCst or the scalar Zero (0/1). */
 int dag_is_rat(const dag *d, uint32_t id, int64_t *num, int64_t *den);
+
+/* TensorDot(a, b, dims_a, dims_b, cont_a, cont_b[, perm])'s integer lists, as a node stores
+ * them (each list its length, then its elements). The one reader of that layout. */
+#define DAG_TDOT_MAX_AXES 16 /* per list: axis sets are bit masks in the builder */
+typedef struct dag_tdot {
+  int nl;              /* lists read: 4, or 5 with a permutation */
+  int n[5];            /* lengths of dims_a, dims_b, cont_a, cont_b, perm (0 when absent) */
+  const int64_t *l[5]; /* their elements (NULL when absent) */
+} dag_tdot;
+/* Returns 0; -1 when list t->nl + 1 has a length below 0, above DAG_TDOT_MAX_AXES or past
+ * np; -2 when there are not 4 or 5 lists (t->nl read) or they do not end at np. Only the
+ * layout is checked: the builder checks the lists against the operands. */
+int dag_tdot_unpack(const int64_t *p, int np, dag_tdot *t);
 
 /* TensorDot(a, b, ...) index tables: out[q] = sum_c a[abase[q] + aoff[c]] * b[bbase[q] +
  * boff[c]]. *tab (malloc'ed, caller frees) holds abase[dim], bbase[dim], aoff[nco],

@@ -1,5 +1,6 @@
-/* DAG -> LLVM IR values (see lower.h). One case per op row in lw_ew / lw_st; a test compiles
- * every row, so a row without a case fails there, not silently. */
+/* DAG -> LLVM IR values (see lower.h). An EW row whose value is a vmath function says so in
+ * ops.def (its vm column); every other row has a case in lw_ew / lw_st. A test compiles every
+ * row, so a row without either fails there, not silently. */
 #include "lower.h"
 
 #include <math.h>
@@ -107,9 +108,19 @@ static LLVMValueRef ipow(lw *L, LLVMValueRef x, int64_t n, int vec) {
 
 static LLVMValueRef vm1(lw *L, vm_fn f, LLVMValueRef x) { return vm_call(L->M, B, f, x, NULL); }
 
+/* ops.def's vm column: the vmath function that is the whole value of an EW row. */
+#define VM_NONE VM_COUNT
+static const vm_fn EW_VM[OP_COUNT] = {
+#define X(name, kind, sig, vm, eval, t0, t1, t2) [OP_##name] = VM_##vm,
+#include "ops.def"
+#undef X
+};
+#undef VM_NONE
+
 /* One component of an elementwise op. */
 static LLVMValueRef lw_ew(lw *L, int op, LLVMValueRef x, LLVMValueRef y, LLVMValueRef z,
                           const int64_t *p, int vec) {
+  if (EW_VM[op] != VM_COUNT) return vm_call(L->M, B, EW_VM[op], x, y);
   LLVMValueRef zero = lw_const(L, 0, vec), one = lw_const(L, 1, vec);
   switch (op) {
   case OP_Add: return C_FAdd(x, y, "");
@@ -120,30 +131,19 @@ static LLVMValueRef lw_ew(lw *L, int op, LLVMValueRef x, LLVMValueRef y, LLVMVal
   case OP_Inv: return LLVMBuildFDiv(B, one, x, "");
   case OP_Square: return C_FMul(x, x, "");
   case OP_Pow: return ipow(L, x, p[0], vec);
-  case OP_Powf: return vm_call(L->M, B, VM_POW, x, y);
-  case OP_Sqrt: return vm1(L, VM_SQRT, x);
   case OP_Rsqrt:
     return lw_select_cmp(L, LLVMRealOEQ, x, zero, zero,
                          LLVMBuildFDiv(B, one, vm1(L, VM_SQRT, x), ""));
-  case OP_Exp: return vm1(L, VM_EXP, x);
-  case OP_Log: return vm1(L, VM_LOG, x);
-  case OP_Sin: return vm1(L, VM_SIN, x);
-  case OP_Cos: return vm1(L, VM_COS, x);
   case OP_Abs: return lw_intrinsic(L, "llvm.fabs", &x, 1);
   case OP_Sign:
     return lw_select_cmp(L, LLVMRealOGT, x, zero, one,
                          lw_select_cmp(L, LLVMRealOLT, x, zero, lw_const(L, -1, vec), zero));
   case OP_Step: return lw_select_cmp(L, LLVMRealOLT, x, zero, zero, one);
   case OP_ReLU: return lw_select_cmp(L, LLVMRealOLT, x, zero, zero, x);
-  case OP_Acos: return vm1(L, VM_ACOS, x);
-  case OP_Asin: return vm1(L, VM_ASIN, x);
-  case OP_Atan: return vm1(L, VM_ATAN, x);
-  case OP_Atan2: return vm_call(L->M, B, VM_ATAN2, x, y);
   case OP_XLogX:
     return lw_select_cmp(L, LLVMRealOEQ, x, zero, zero, C_FMul(x, vm1(L, VM_LOG, x), ""));
   case OP_SinXDivX:
     return lw_select_cmp(L, LLVMRealOEQ, x, zero, one, LLVMBuildFDiv(B, vm1(L, VM_SIN, x), x, ""));
-  case OP_Floor: return vm1(L, VM_FLOOR, x);
   case OP_Round: {
     if (p[0] == 0) return vm1(L, VM_ROUND, x);
     LLVMValueRef s = lw_const(L, pow(10.0, (double)p[0]), vec);

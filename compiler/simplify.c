@@ -304,19 +304,11 @@ static int64_t prod(const int64_t *v, int n) {
 
 /* Unpacks and checks the lists; returns the output dim, or 0 with the error set. */
 static int tdot_check(dag *d, tdot *t, int df, int dg, const int64_t *p, int np) {
-  const int64_t *lists[5] = {0};
-  int64_t lens[5] = {0};
-  int i = 0, nl = 0;
-  while (i < np && nl < 5) {
-    lens[nl] = p[i];
-    if (lens[nl] < 0 || lens[nl] > 16 || i + 1 + lens[nl] > np)
-      return (int)DIMFAIL(OP_TensorDot, "malformed index list %d", nl + 1);
-    lists[nl++] = p + i + 1;
-    i += 1 + (int)lens[nl - 1];
-  }
-  if (nl < 4 || i != np) return (int)DIMFAIL(OP_TensorDot, "expects 4 or 5 index lists, got %d", nl);
-  *t = (tdot){(int)lens[0], (int)lens[1], (int)lens[2], (int)lens[4], lists[0], lists[1], lists[2],
-              lists[3], lists[4]};
+  dag_tdot u;
+  int bad = dag_tdot_unpack(p, np, &u);
+  if (bad == -1) return (int)DIMFAIL(OP_TensorDot, "malformed index list %d", u.nl + 1);
+  if (bad) return (int)DIMFAIL(OP_TensorDot, "expects 4 or 5 index lists, got %d", u.nl);
+  *t = (tdot){u.n[0], u.n[1], u.n[2], u.n[4], u.l[0], u.l[1], u.l[2], u.l[3], u.l[4]};
   for (int a = 0; a < t->nf; a++)
     if (t->dimf[a] < 1) return (int)DIMFAIL(OP_TensorDot, "axis size %d of f is not positive", (int)t->dimf[a]);
   for (int a = 0; a < t->ng; a++)
@@ -325,8 +317,8 @@ static int tdot_check(dag *d, tdot *t, int df, int dg, const int64_t *p, int np)
     return (int)DIMFAIL(OP_TensorDot, "the shape of f has %d entries but f has dim %d", (int)prod(t->dimf, t->nf), df);
   if (prod(t->dimg, t->ng) != dg)
     return (int)DIMFAIL(OP_TensorDot, "the shape of g has %d entries but g has dim %d", (int)prod(t->dimg, t->ng), dg);
-  if (lens[3] != t->nc)
-    return (int)DIMFAIL(OP_TensorDot, "%d contracted axes of f but %d of g", t->nc, (int)lens[3]);
+  if (u.n[3] != t->nc)
+    return (int)DIMFAIL(OP_TensorDot, "%d contracted axes of f but %d of g", t->nc, u.n[3]);
   int64_t seenf = 0, seeng = 0, cprod = 1;
   for (int c = 0; c < t->nc; c++) {
     int64_t af = t->contf[c], ag = t->contg[c];

@@ -15,26 +15,17 @@
  * are linear in the per-axis indices. Layout of tab: abase[dim], bbase[dim], aoff[nc],
  * boff[nc], with nc the number of contracted combinations. */
 
-typedef struct td_lists {
-  const int64_t *l[5];
-  int64_t n[5]; /* dima, dimb, conta, contb, perm (n[4] = 0 when absent) */
-} td_lists;
-
-static int td_parse(const int64_t *p, int np, td_lists *t) {
+int dag_tdot_unpack(const int64_t *p, int np, dag_tdot *t) {
   int at = 0;
-  for (int q = 0; q < 5; q++) {
-    t->n[q] = 0;
-    t->l[q] = NULL;
-    if (at >= np) {
-      if (q < 4) return -1;
-      continue;
-    }
-    t->n[q] = p[at];
-    t->l[q] = p + at + 1;
-    if (t->n[q] < 0 || t->n[q] > np - at - 1) return -1;
-    at += 1 + (int)t->n[q];
+  *t = (dag_tdot){0};
+  while (at < np && t->nl < 5) {
+    int64_t len = p[at];
+    if (len < 0 || len > DAG_TDOT_MAX_AXES || len > np - at - 1) return -1;
+    t->n[t->nl] = (int)len;
+    t->l[t->nl++] = p + at + 1;
+    at += 1 + (int)len;
   }
-  return at == np && t->n[2] == t->n[3] ? 0 : -1;
+  return t->nl < 4 || at != np ? -2 : 0;
 }
 
 /* Row-major strides of a shape. */
@@ -53,8 +44,9 @@ static int counter_next(int64_t *c, const int64_t *shape, int64_t n) {
 }
 
 /* Checks the lists against the operand dims (the builder did too; an oracle stays safe). */
-static int td_valid(const td_lists *t, int da, int db, int dim) {
+static int td_valid(const dag_tdot *t, int da, int db, int dim) {
   int64_t nc = t->n[2], nkeep = t->n[0] + t->n[1] - 2 * nc, pa = 1, pb = 1, pc = 1;
+  if (t->n[3] != nc) return 0;
   for (int side = 0; side < 2; side++)
     for (int64_t q = 0; q < t->n[side]; q++) {
       if (t->l[side][q] < 1) return 0;
@@ -79,9 +71,9 @@ static int td_valid(const td_lists *t, int da, int db, int dim) {
 /* Validates again (cheap) so that a malformed node can never index out of bounds. */
 int dag_tdot_tables(const int64_t *p, int np, int da, int db, int dim, int64_t **tab,
                        int64_t *nco) {
-  td_lists t;
+  dag_tdot t;
   *tab = NULL;
-  if (td_parse(p, np, &t) || !td_valid(&t, da, db, dim)) return -1;
+  if (dag_tdot_unpack(p, np, &t) || !td_valid(&t, da, db, dim)) return -1;
   int64_t ra = t.n[0], rb = t.n[1], nc = t.n[2], nkeep = ra + rb - 2 * nc, r = ra + rb + 1;
   /* per kept axis: shape, stride in the output, stride in its operand; per contracted
    * axis: shape and strides in a and b; operand strides; one counter */

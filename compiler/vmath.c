@@ -872,8 +872,15 @@ static LLVMValueRef acos_fn(const vm *v, LLVMValueRef x) {
 
 /* ------------------------------------------------------------------------ dispatch -- */
 
-static const char *const FN_NAME[VM_COUNT] = {"exp",  "log",  "sin",  "cos",   "pow",   "atan",
-                                              "atan2", "asin", "acos", "sqrt", "floor", "round"};
+static const struct {
+  const char *name;
+  int nargs;
+} FN[VM_COUNT] = {
+#define X(NAME, name, nargs, emit, ref, ulp32, ulp64, lim32, lim64, dom, extra) \
+  [VM_##NAME] = {name, nargs},
+#include "vmath.def"
+#undef X
+};
 
 /* VM_MATH_EX2_APPROX, the GPU's float32 shortcut:
  * exp(x) = ex2.approx(t) * (1 + e ln2) with t = x log2(e) rounded and e its error (one FMA
@@ -906,21 +913,17 @@ static LLVMValueRef exp_gpu_f32(const vm *v, LLVMValueRef x) {
   return p ? mul(v, p, fmadd(v, e, K(v, 0.6931471805599453), K(v, 1.0))) : NULL;
 }
 
+static LLVMValueRef exp_fn(const vm *v, LLVMValueRef x) {
+  LLVMValueRef fast = exp_gpu_f32(v, x);
+  return fast ? fast : exp_core(v, x, NULL);
+}
+
 static LLVMValueRef build_body(const vm *v, vm_fn fn, LLVMValueRef x, LLVMValueRef y) {
-  LLVMValueRef fast;
   switch (fn) {
-  case VM_EXP: return (fast = exp_gpu_f32(v, x)) ? fast : exp_core(v, x, NULL);
-  case VM_LOG: return log_fn(v, x);
-  case VM_SIN: return sincos_fn(v, x, 0);
-  case VM_COS: return sincos_fn(v, x, 1);
-  case VM_POW: return pow_fn(v, x, y);
-  case VM_ATAN: return atan_fn(v, x);
-  case VM_ATAN2: return atan2_fn(v, x, y);
-  case VM_ASIN: return asin_fn(v, x);
-  case VM_ACOS: return acos_fn(v, x);
-  case VM_SQRT: return intr1(v, "llvm.sqrt", x);
-  case VM_FLOOR: return intr1(v, "llvm.floor", x);
-  case VM_ROUND: return intr1(v, "llvm.round", x);
+#define X(NAME, name, nargs, emit, ref, ulp32, ulp64, lim32, lim64, dom, extra) \
+  case VM_##NAME: return emit;
+#include "vmath.def"
+#undef X
   case VM_COUNT: break;
   }
   return NULL;
@@ -944,7 +947,7 @@ static void copy_target_attrs(LLVMValueRef from, LLVMValueRef to) {
 
 LLVMValueRef vm_call(LLVMModuleRef mod, LLVMBuilderRef b, vm_fn fn, LLVMValueRef x, LLVMValueRef y) {
   if ((unsigned)fn >= VM_COUNT || !x) return NULL;
-  int nargs = (fn == VM_POW || fn == VM_ATAN2) ? 2 : 1;
+  int nargs = FN[fn].nargs;
   LLVMTypeRef ty = LLVMTypeOf(x), et = ty;
   unsigned lanes = 0;
   if (LLVMGetTypeKind(ty) == LLVMVectorTypeKind) {
@@ -957,9 +960,9 @@ LLVMValueRef vm_call(LLVMModuleRef mod, LLVMBuilderRef b, vm_fn fn, LLVMValueRef
   int dbl = ek == LLVMDoubleTypeKind;
   char name[64];
   if (lanes)
-    snprintf(name, sizeof name, "keops.%s.v%u%s", FN_NAME[fn], lanes, dbl ? "f64" : "f32");
+    snprintf(name, sizeof name, "keops.%s.v%u%s", FN[fn].name, lanes, dbl ? "f64" : "f32");
   else
-    snprintf(name, sizeof name, "keops.%s.%s", FN_NAME[fn], dbl ? "f64" : "f32");
+    snprintf(name, sizeof name, "keops.%s.%s", FN[fn].name, dbl ? "f64" : "f32");
   LLVMTypeRef params[2] = {ty, ty};
   LLVMTypeRef fty = LLVMFunctionType(ty, params, (unsigned)nargs, 0);
   LLVMValueRef f = LLVMGetNamedFunction(mod, name);

@@ -8,24 +8,15 @@
 #include <llvm-c/Core.h>
 #include <stdint.h>
 
+/* One per row of vmath.def (the method and the accuracy of each are documented there). */
 typedef enum vm_fn {
-  VM_EXP,   /* accuracy: <= 2 ulp f32, <= 4 ulp f64 over the whole range, as the others */
-  VM_LOG,
-  VM_SIN,   /* within the bound over the whole finite range: Cody-Waite reduction up to 1e5
-               (f32) / 1e9 (f64), exact Payne-Hanek beyond (a slower, out-of-line path) */
-  VM_COS,
-  VM_POW,   /* pow(x, y) with C99 special cases (pow(x, 0) = 1, negative x with integer y...) */
-  VM_ATAN,
-  VM_ATAN2, /* atan2(y, x) argument order as libm */
-  VM_ASIN,
-  VM_ACOS,
-  VM_SQRT,  /* llvm.sqrt: correctly rounded */
-  VM_FLOOR, /* llvm.floor */
-  VM_ROUND, /* llvm.round: half away from zero */
+#define X(NAME, name, nargs, emit, ref, ulp32, ulp64, lim32, lim64, dom, extra) VM_##NAME,
+#include "vmath.def"
+#undef X
   VM_COUNT
 } vm_fn;
 
-/* Emits fn(x) (or fn(x, y) for VM_POW and VM_ATAN2) at the builder's position. x and y have
+/* Emits fn(x) (or fn(x, y) for the two-argument rows) at the builder's position. x and y have
  * the same type: float, double, or a vector of either. The body lives in an internal,
  * always-inline function of `mod` named "keops.<fn>.<type>" created on first use, so the IR
  * stays readable and each variant is emitted once per module (sin and cos add the noinline
