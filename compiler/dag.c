@@ -1,5 +1,5 @@
-/* The node arena: interning, leaves, the op table, errors, printing and rebuilding. The
- * dimension rules and rewrites of the smart constructors are in simplify.c. */
+/* The node arena: interning, leaves, the op table, errors and printing. The smart
+ * constructors (dimension rules, rewrites) and rebuilding are in simplify.c. */
 #include "dag.h"
 
 #include "fnv.h"
@@ -250,76 +250,6 @@ int dag_is_rat(const dag *d, uint32_t id, int64_t *num, int64_t *den) {
   *num = dag_params(d, id)[0];
   *den = dag_params(d, id)[1];
   return 1;
-}
-
-/* ---- rebuilding ------------------------------------------------------------------------- */
-
-/* Rebuilds the nodes below root bottom-up (ids are topological) through dag_make, with leaf
- * replacements given by `leaf`; returns the new root. */
-typedef uint32_t (*leaf_fn)(dag *d, uint32_t id, const void *ctx);
-
-static uint32_t rebuild(dag *d, uint32_t root, leaf_fn leaf, const void *ctx) {
-  if (!root) return 0;
-  uint32_t n = root + 1;
-  uint32_t *map = calloc(n, sizeof *map);
-  uint8_t *need = calloc(n, 1);
-  if (!map || !need) {
-    free(map), free(need);
-    kerr_set(&d->err, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory while rebuilding the formula");
-    return 0;
-  }
-  need[root] = 1;
-  for (uint32_t id = root; id > 0; id--)
-    if (need[id])
-      for (int c = 0; c < d->nodes[id].nk; c++) need[d->nodes[id].k[c]] = 1;
-  uint32_t out = 0;
-  for (uint32_t id = 1; id <= root; id++) {
-    if (!need[id]) continue;
-    dag_node a = d->nodes[id]; /* copy: interning may move the arena */
-    if (a.nk == 0) {
-      map[id] = leaf(d, id, ctx);
-    } else {
-      uint32_t k[DAG_MAX_KIDS];
-      for (int c = 0; c < a.nk; c++) k[c] = map[a.k[c]];
-      int64_t p[256];
-      memcpy(p, d->pool + a.p, sizeof *p * a.np);
-      map[id] = dag_make(d, a.op, k, a.nk, p, a.np);
-    }
-    if (!map[id]) break;
-  }
-  out = map[root];
-  free(map), free(need);
-  return out;
-}
-
-static uint32_t swap_leaf(dag *d, uint32_t id, const void *ctx) {
-  const int *swap = ctx;
-  const dag_node *a = dag_get(d, id);
-  if (a->op != OP_Var) return id;
-  const int64_t *p = dag_params(d, id);
-  return dag_var(d, (int)p[0], a->dim, swap[p[1]]);
-}
-
-uint32_t dag_swap_cats(dag *d, uint32_t id, const int swap[3]) {
-  return rebuild(d, id, swap_leaf, swap);
-}
-
-typedef struct subst_ctx {
-  const uint32_t *from, *to;
-  int n;
-} subst_ctx;
-
-static uint32_t subst_leaf(dag *d, uint32_t id, const void *ctx) {
-  const subst_ctx *s = ctx;
-  (void)d;
-  for (int i = 0; i < s->n; i++)
-    if (s->from[i] == id) return s->to[i];
-  return id;
-}
-
-uint32_t dag_subst(dag *d, uint32_t id, const uint32_t *from, const uint32_t *to, int n) {
-  subst_ctx s = {from, to, n};
-  return rebuild(d, id, subst_leaf, &s);
 }
 
 /* ---- text ------------------------------------------------------------------------------- */

@@ -71,6 +71,8 @@ uint32_t dag_count(const dag *d); /* ids are 1 .. count-1 */
 uint32_t dag_make(dag *d, int op, const uint32_t *kids, int nk, const int64_t *params, int np);
 uint32_t dag_un(dag *d, int op, uint32_t a);
 uint32_t dag_bin(dag *d, int op, uint32_t a, uint32_t b);
+/* Rebuilds `id` with every Var's category c replaced by swap[c] (axis 0 uses {1, 0, 2}). */
+uint32_t dag_swap_cats(dag *d, uint32_t id, const int swap[3]);
 uint32_t dag_var(dag *d, int pos, int dim, int cat);
 uint32_t dag_zero(dag *d, int dim);
 uint32_t dag_rat(dag *d, int64_t num, int64_t den); /* den != 0 */
@@ -107,10 +109,6 @@ int dag_tdot_tables(const int64_t *p, int np, int da, int db, int dim, int64_t *
 /* Value of an elementwise op row in double precision (used by the interpreter and folding). */
 double dag_ew_eval(int op, double x, double y, double z, const int64_t *p);
 
-/* Rebuilds `id` with every Var's category c replaced by swap[c] (axis 0 uses {1, 0, 2}). */
-uint32_t dag_swap_cats(dag *d, uint32_t id, const int swap[3]);
-/* Rebuilds `id` with variable nodes `from[k]` replaced by `to[k]`. */
-uint32_t dag_subst(dag *d, uint32_t id, const uint32_t *from, const uint32_t *to, int n);
 
 /* Printing. names: optional, names[pos] is the alias of position pos (NULL entries print
  * Var(pos,dim,cat)); npos entries. Returns a malloc'ed string (caller frees), NULL when out

@@ -4,10 +4,9 @@
  * Every backend runs, per output row:  init; accumulate(f(row, j), j) for the reduced indices
  * in increasing j; possibly combine with states of other index ranges; finalize. The
  * families' definitions are the contract; the interpreter computes them in double precision.
- * What (value, index) slot families (MINMAX, KMIN) share is here too. */
+ * What the families share (the (value, index) slots of MINMAX and KMIN) is in red_shared.c. */
 #include "red.h"
 
-#include <math.h>
 #include <string.h>
 
 static const red_row red_rows[] = {
@@ -46,11 +45,6 @@ int red_spec_init(red_spec *s, const red_row *row, int fdim, int k, keops_sum_sc
   return 0;
 }
 
-int red_spec_none(red_spec *s, int k, keops_sum_scheme scheme, int64_t nred, kerr *e) {
-  (void)s, (void)k, (void)scheme, (void)nred, (void)e;
-  return 0;
-}
-
 void red_init(const red_spec *s, double *st) { s->row->fam->init(s, st); }
 
 void red_accumulate(const red_spec *s, double *st, const double *f, int64_t j) {
@@ -64,39 +58,4 @@ void red_combine(const red_spec *s, double *st, const double *other) {
 void red_finalize(const red_spec *s, const double *st, keops_dtype dt, void *const *outs,
                   int64_t row) {
   s->row->fam->finalize(s, st, dt, outs, row);
-}
-
-void red_put(void *out, keops_dtype dt, int64_t at, double v) {
-  if (dt == KEOPS_FLOAT32)
-    ((float *)out)[at] = (float)v;
-  else
-    ((double *)out)[at] = v;
-}
-
-/* ---- slots of (value, index): MINMAX and KMIN ------------------------------------------ */
-
-double red_worst(int dir) { return dir < 0 ? INFINITY : -INFINITY; }
-
-int red_goes_before(int dir, double x, double xi, double v, double vi) {
-  if (isnan(x) || xi < 0) return 0;
-  if (vi < 0) return 1;
-  if (dir < 0 ? x < v : x > v) return 1;
-  return x == v && xi < vi;
-}
-
-void red_slots_init(const red_spec *s, double *st) {
-  size_t n = s->state / 2;
-  for (size_t q = 0; q < n; q++) st[q] = red_worst(s->row->dir), st[n + q] = -1;
-}
-
-void red_slots_finalize(const red_spec *s, const double *st, keops_dtype dt, void *const *outs,
-                        int64_t row) {
-  int n = s->out_dim[0];
-  for (int o = 0; o < s->nout; o++) {
-    int64_t base = row * n;
-    if (s->out_idx[o])
-      for (int q = 0; q < n; q++) ((int64_t *)outs[o])[base + q] = (int64_t)st[n + q];
-    else
-      for (int q = 0; q < n; q++) red_put(outs[o], dt, base + q, st[q]);
-  }
 }

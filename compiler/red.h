@@ -95,7 +95,7 @@ void red_combine(const red_spec *s, double *st, const double *other);
 void red_finalize(const red_spec *s, const double *st, keops_dtype dt, void *const *outs,
                   int64_t row);
 
-/* ---- for the family definitions ---------------------------------------------------------- */
+/* ---- for the family definitions (red_shared.c) ------------------------------------------ */
 
 /* Stores v at out[at] in dtype dt. */
 void red_put(void *out, keops_dtype dt, int64_t at, double v);

@@ -551,3 +551,39 @@ uint32_t dag_make(dag *d, int op, const uint32_t *kids, int nk, const int64_t *p
   }
   return dag_intern(d, op, dim, k, nk, p, np);
 }
+
+/* Rebuilds the nodes below root bottom-up (ids are topological) through dag_make, each Var
+ * with its category mapped by swap, so that the rules see the new categories. */
+uint32_t dag_swap_cats(dag *d, uint32_t root, const int swap[3]) {
+  if (!root) return 0;
+  uint32_t *map = calloc((size_t)root + 1, sizeof *map);
+  uint8_t *need = calloc((size_t)root + 1, 1);
+  if (!map || !need) {
+    free(map), free(need);
+    kerr_set(dag_err(d), KEOPS_ERROR_OUT_OF_MEMORY, "out of memory while rebuilding the formula");
+    return 0;
+  }
+  need[root] = 1;
+  for (uint32_t id = root; id > 0; id--)
+    if (need[id])
+      for (int c = 0; c < dag_get(d, id)->nk; c++) need[dag_get(d, id)->k[c]] = 1;
+  for (uint32_t id = 1; id <= root; id++) {
+    if (!need[id]) continue;
+    dag_node a = *dag_get(d, id); /* copies: building may move the arena and the pool */
+    int64_t p[256];
+    memcpy(p, dag_params(d, id), sizeof *p * (size_t)a.np);
+    if (a.op == OP_Var) {
+      map[id] = dag_var(d, (int)p[0], a.dim, swap[p[1]]);
+    } else if (a.nk == 0) {
+      map[id] = id;
+    } else {
+      uint32_t k[DAG_MAX_KIDS];
+      for (int c = 0; c < a.nk; c++) k[c] = map[a.k[c]];
+      map[id] = dag_make(d, a.op, k, a.nk, p, a.np);
+    }
+    if (!map[id]) break;
+  }
+  uint32_t out = map[root];
+  free(map), free(need);
+  return out;
+}
