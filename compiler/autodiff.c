@@ -89,7 +89,11 @@ static int has_grad(int op, int k) {
 /* The partial derivative of an EW node w.r.t. its argument k, from the ops.def template. Its
  * dim is 1 or the node's. */
 static uint32_t ew_partial(dag *d, const ad_node *a, int k) {
-  return fe_template(d, dag_ops[a->n.op].t[k], a->n.k, a->n.nk, a->id, a->p, a->n.np);
+  dag_partial_fn partial = dag_partial(d);
+  if (partial) return partial(d, a->id, k);
+  kerr_set(dag_err(d), KEOPS_ERROR_COMPILE, "internal error: %s's derivative without a partial "
+           "derivative builder (dag_set_partial)", dag_ops[a->n.op].name);
+  return 0;
 }
 
 /* ---- marking ------------------------------------------------------------------------------- */

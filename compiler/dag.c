@@ -48,6 +48,7 @@ struct dag {
   uint32_t *table; /* open addressing over node ids, 0 = empty; size a power of two */
   uint32_t tcap;
   kerr err;
+  dag_partial_fn partial;
 };
 
 dag *dag_new(void) {
@@ -78,6 +79,8 @@ void dag_free(dag *d) {
 }
 
 kerr *dag_err(dag *d) { return &d->err; }
+void dag_set_partial(dag *d, dag_partial_fn fn) { d->partial = fn; }
+dag_partial_fn dag_partial(const dag *d) { return d->partial; }
 const dag_node *dag_get(const dag *d, uint32_t id) { return &d->nodes[id < d->n ? id : 0]; }
 const int64_t *dag_params(const dag *d, uint32_t id) { return d->pool + dag_get(d, id)->p; }
 uint32_t dag_count(const dag *d) { return d->n; }

@@ -59,6 +59,14 @@ typedef struct dag dag;
 dag *dag_new(void);   /* NULL when out of memory */
 void dag_free(dag *d);/* NULL is fine */
 kerr *dag_err(dag *d);/* the dag's first error; status KEOPS_OK if none */
+/* How the partial derivatives of this dag's elementwise nodes are built: the partial of EW
+ * node id w.r.t. its argument k, 0 with the dag error set on failure. The ops.def rows write
+ * them as formula text, which only the parser can instantiate: the front end sets it
+ * (fe_partial, set by fe_parse and fe_call), so that autodiff.c needs no parser and the
+ * parser's calls into autodiff form no cycle. */
+typedef uint32_t (*dag_partial_fn)(dag *d, uint32_t id, int k);
+void dag_set_partial(dag *d, dag_partial_fn fn);
+dag_partial_fn dag_partial(const dag *d); /* NULL until set */
 
 /* Pointers returned by dag_get and dag_params stay valid only until the next node is built. */
 const dag_node *dag_get(const dag *d, uint32_t id);

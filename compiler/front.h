@@ -57,6 +57,9 @@ uint32_t fe_call(dag *d, int op, const uint32_t *kids, int nk, const int64_t *pa
  * 0 and dag error on failure. */
 uint32_t fe_template(dag *d, const char *text, const uint32_t *kids, int nk, uint32_t r,
                      const int64_t *params, int np);
+/* The partial derivative of EW node id w.r.t. argument k, from its ops.def template: the
+ * dag_partial_fn the front end gives autodiff.c (fe_parse and fe_call set it on their dag). */
+uint32_t fe_partial(dag *d, uint32_t id, int k);
 
 /* ---- autodiff (autodiff.c) -------------------------------------------------------------- */
 

@@ -565,6 +565,7 @@ uint32_t fe_parse(dag *d, const char *text, const char *src_name, fe_args *args,
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "%s is NULL", !text ? src_name : "dag");
     return 0;
   }
+  if (!dag_partial(d)) dag_set_partial(d, fe_partial);
   parser p = {.d = d, .src = text, .name = src_name, .args = args, .scope = scope, .e = e};
   uint32_t id = parse_all(&p);
   if (!id && e->status == KEOPS_OK)
@@ -592,6 +593,13 @@ uint32_t fe_template(dag *d, const char *text, const uint32_t *kids, int nk, uin
   if (!id && le.status != KEOPS_OK)
     kerr_set(dag_err(d), KEOPS_ERROR_COMPILE, "internal template error: %s", le.msg);
   return id;
+}
+
+uint32_t fe_partial(dag *d, uint32_t id, int k) {
+  dag_node n = *dag_get(d, id); /* copies: instantiating may move the arena and the pool */
+  int64_t p[256];
+  memcpy(p, dag_params(d, id), sizeof *p * n.np);
+  return fe_template(d, dag_ops[n.op].t[k], n.k, n.nk, id, p, n.np);
 }
 
 /* ---- calls ------------------------------------------------------------------------------ */
@@ -755,6 +763,7 @@ uint32_t fe_call(dag *d, int op, const uint32_t *kids, int nk, const int64_t *pa
   /* builders may memcpy from these even when empty, and memcpy(_, NULL, 0) is undefined */
   int64_t no_param = 0;
   uint32_t no_kid = 0;
+  if (!dag_partial(d)) dag_set_partial(d, fe_partial);
   if (!params) params = &no_param;
   if (!kids) kids = &no_kid;
   for (int k = 0; k < nk; k++)

@@ -550,6 +550,12 @@ START_TEST(test_api) {
   dag *d = dag_new();
   uint32_t x = dag_var(d, 0, 3, CAT_I), e = dag_var(d, 1, 3, CAT_J), s = dag_var(d, 2, 1, CAT_P);
   uint32_t f = dag_un(d, OP_Exp, x);
+  /* no partial derivative builder: an internal error, not a crash */
+  ck_assert_uint_eq(ad_grad(d, f, x, e), 0);
+  ck_assert_int_eq(dag_err(d)->status, KEOPS_ERROR_COMPILE);
+  ck_assert_ptr_nonnull(strstr(dag_err(d)->msg, "Exp's derivative"));
+  kerr_clear(dag_err(d));
+  dag_set_partial(d, fe_partial);
   ck_assert_uint_eq(ad_grad(d, 0, x, e), 0);
   ck_assert_uint_eq(ad_diff(d, f, 0, e), 0);
   ck_assert_uint_eq(ad_grad_matrix(d, 0, x), 0);
@@ -584,6 +590,7 @@ END_TEST
 START_TEST(test_deep_and_wide) {
   enum { DEPTH = DAG_MAX_DEPTH / 2 - 10, FWD_DEPTH = DAG_MAX_DEPTH - 10, WIDTH = 3000 };
   dag *d = dag_new();
+  dag_set_partial(d, fe_partial); /* built without the parser, which would set it */
   uint32_t x = dag_var(d, 0, 1, CAT_I), one = dag_int(d, 1), f = x, deep = x;
   for (int k = 0; k < FWD_DEPTH; k++) deep = dag_un(d, OP_Sin, deep);
   ck_assert_msg(ad_diff(d, deep, x, one) != 0, "%s", dag_err(d)->msg);
