@@ -86,15 +86,11 @@ static const char *const fixpoint_formulas[] = {"Sin(ReLU(-x))",  "Acos(ReLU(-x)
                                                 "Atan(ReLU(-x))", "SinXDivX(ReLU(-x))", "Atan2(ReLU(-x), x)"};
 static const char *const targets[] = {"host", "avx2", "generic"};
 
-/* Each formula, every CPU target, both dtypes and axes: compiles (the process survives) and
- * agrees with the reference. x in [-1, 1] keeps Asin/Acos defined. */
-START_TEST(instcombine_fixpoint) {
-  const char *f = fixpoint_formulas[_i];
+/* Sum of formula f (x = Vi(1) over 37 rows, y = Vj(1) over 5) on every CPU target, both
+ * dtypes and axes, against the reference: a sum of up to 37 terms of size <= term_max,
+ * 8 u each. */
+static void every_target(const char *f, const double *x, const double *y, double term_max) {
   static const char *const aliases[] = {"x = Vi(1)", "y = Vj(1)"};
-  double x[37], y[5];
-  tu_rng r = tu_seed(7);
-  for (int q = 0; q < 37; q++) x[q] = tu_uniform(&r, -1, 1);
-  for (int q = 0; q < 5; q++) y[q] = tu_uniform(&r, -1, 1);
   for (int t = 0; t < 3; t++) {
     keops_context *ctx = context_for(targets[t]);
     if (!ctx) continue;
@@ -104,12 +100,21 @@ START_TEST(instcombine_fixpoint) {
         keops_kernel *k = make(ctx, f, aliases, 2, "Sum", axis, d, 0);
         char what[160];
         snprintf(what, sizeof what, "%s %s %s axis %d", f, targets[t], dt ? "float64" : "float32", axis);
-        /* a sum of N = 5 (axis 1) or M = 37 (axis 0) terms of size <= pi */
-        compare_cpu_ref(k, axis, x, 37, y, 5, d, (dt ? 0x1p-53 : 0x1p-24) * 8 * 37 * 4, what);
+        compare_cpu_ref(k, axis, x, 37, y, 5, d, (dt ? 0x1p-53 : 0x1p-24) * 8 * 37 * term_max, what);
         keops_kernel_destroy(k);
       }
     keops_context_destroy(ctx);
   }
+}
+
+/* Each formula, every CPU target, both dtypes and axes: compiles (the process survives) and
+ * agrees with the reference. x in [-1, 1] keeps Asin/Acos defined. */
+START_TEST(instcombine_fixpoint) {
+  double x[37], y[5];
+  tu_rng r = tu_seed(7);
+  for (int q = 0; q < 37; q++) x[q] = tu_uniform(&r, -1, 1);
+  for (int q = 0; q < 5; q++) y[q] = tu_uniform(&r, -1, 1);
+  every_target(fixpoint_formulas[_i], x, y, 4); /* terms of size <= pi */
 }
 END_TEST
 
@@ -124,28 +129,12 @@ static const char *const fabs_cmp_formulas[] = {
     "Log(IfElse(Abs(x),x,1.5)) * Sqrt(IfElse(Abs(y),y,1.5))"};
 
 START_TEST(fabs_compare) {
-  const char *f = fabs_cmp_formulas[_i];
-  static const char *const aliases[] = {"x = Vi(1)", "y = Vj(1)"};
   double x[37], y[5];
   tu_rng r = tu_seed(11);
   for (int q = 0; q < 37; q++) x[q] = tu_uniform(&r, -1, 1);
   for (int q = 0; q < 5; q++) y[q] = tu_uniform(&r, -1, 1);
   y[0] = 0.5, y[1] = -0.25; /* both kinds of j for the reduction over i */
-  for (int t = 0; t < 3; t++) {
-    keops_context *ctx = context_for(targets[t]);
-    if (!ctx) continue;
-    for (int dt = 0; dt < 2; dt++)
-      for (int axis = 0; axis < 2; axis++) {
-        keops_dtype d = dt ? KEOPS_FLOAT64 : KEOPS_FLOAT32;
-        keops_kernel *k = make(ctx, f, aliases, 2, "Sum", axis, d, 0);
-        char what[160];
-        snprintf(what, sizeof what, "%s %s %s axis %d", f, targets[t], dt ? "float64" : "float32", axis);
-        /* terms of size <= |log(2^-24)| ~ 17: a sum of up to 37 such, 8 u each */
-        compare_cpu_ref(k, axis, x, 37, y, 5, d, (dt ? 0x1p-53 : 0x1p-24) * 8 * 37 * 17, what);
-        keops_kernel_destroy(k);
-      }
-    keops_context_destroy(ctx);
-  }
+  every_target(fabs_cmp_formulas[_i], x, y, 17); /* terms of size <= |log(2^-24)| ~ 17 */
 }
 END_TEST
 
