@@ -590,7 +590,10 @@ static int st_dim_TensorDot(dag *d, const st_node *n) {
 }
 static uint32_t st_rules_TensorDot(dag *d, const st_node *n) {
   if (n->za || n->zb) return dag_zero(d, n->dim);
-  return NONE;
+  tdot t;
+  tdot_check(d, &t, n->da, n->db, n->p, n->np);
+  int np = tdot_canonical_np(&t, n->np);
+  return np == n->np ? NONE : dag_make(d, OP_TensorDot, n->k, 2, n->p, np);
 }
 
 static st_dim_fn *const st_dims[OP_COUNT] = {
@@ -640,10 +643,5 @@ uint32_t dag_make(dag *d, int op, const uint32_t *kids, int nk, const int64_t *p
   if (!(n.dim = st_dims[op](d, &n))) return 0;
   uint32_t r = st_rules[op](d, &n);
   if (r != NONE) return r;
-  if (op == OP_TensorDot) {
-    tdot t;
-    tdot_check(d, &t, dimof(d, k[0]), dimof(d, k[1]), p, np);
-    np = tdot_canonical_np(&t, np);
-  }
   return dag_intern(d, op, n.dim, k, nk, p, np);
 }
