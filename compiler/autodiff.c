@@ -3,10 +3,10 @@
  *
  * Both modes are table-driven: an elementwise (EW) row of ops.def carries its partial
  * derivatives as formula templates, and one chain rule serves every such row; structural (ST)
- * rows have their adjoint / tangent rule here, one case each. No recursion: ids are a
- * topological order (children < parents), so reverse mode walks ids downwards from f and
- * forward mode upwards from v, with per-id arrays. Formulas may be DAG_MAX_DEPTH deep and
- * arbitrarily wide.
+ * rows have their adjoint and tangent here, as st_adjoint_<Name> and st_tangent_<Name>.
+ * No recursion: ids are a topological order (children < parents), so reverse mode walks ids
+ * downwards from f and forward mode upwards from v, with per-id arrays. Formulas may be
+ * DAG_MAX_DEPTH deep and arbitrarily wide.
  *
  * Every result is built with the smart constructors, so it comes out simplified and shared
  * with the rest of the DAG. A failure (a builder error, out of memory) returns 0 with the dag
@@ -77,14 +77,7 @@ static uint32_t basis(dag *d, int n, int k) {
   return n == 1 ? one : un_p(d, OP_ElemT, one, n, k, 2);
 }
 
-/* ---- which arguments carry a derivative ---------------------------------------------------- */
-
-/* 0 when the op's value does not change (almost everywhere) with argument k: EW rows without
- * a template, and the index-valued ST ops. */
-static int has_grad(int op, int k) {
-  if (dag_ops[op].kind == K_EW) return dag_ops[op].t[k] != NULL;
-  return op != OP_ArgMax && op != OP_ArgMin && op != OP_OneHot;
-}
+/* ---- elementwise partial derivatives ------------------------------------------------------ */
 
 /* The partial derivative of an EW node w.r.t. its argument k, from the ops.def template. Its
  * dim is 1 or the node's. */
@@ -240,40 +233,101 @@ static uint32_t ew_adjoint(dag *d, const ad_node *a, uint32_t g, int k) {
   return mul(d, part, g);
 }
 
-/* The adjoint contribution of ST node a to its argument k (has_grad(op, k) holds). */
-static uint32_t st_adjoint(dag *d, const ad_node *a, uint32_t g, int k) {
+/* Structural ops' adjoints, one function per ops.def row: the contribution of ST node a to its
+ * argument k, given the node's adjoint g. Unary ops are only asked for k = 0. */
+typedef uint32_t st_adjoint_fn(dag *d, const ad_node *a, uint32_t g, int k);
+
+static uint32_t st_adjoint_Sum(dag *d, const ad_node *a, uint32_t g, int k) {
+  int d0 = dim_of(d, a->n.k[0]);
+  (void)k;
+  return d0 == 1 ? g : un_p(d, OP_SumT, g, d0, 0, 1);
+}
+
+static uint32_t st_adjoint_SumT(dag *d, const ad_node *a, uint32_t g, int k) {
+  (void)a, (void)k;
+  return sum(d, g);
+}
+
+static uint32_t st_adjoint_Scalprod(dag *d, const ad_node *a, uint32_t g, int k) {
+  return mul(d, g, a->n.k[1 - k]);
+}
+
+/* Max, Min: g goes to the component that won (ArgMax / ArgMin). */
+#define st_adjoint_Max adjoint_extreme
+#define st_adjoint_Min adjoint_extreme
+static uint32_t adjoint_extreme(dag *d, const ad_node *a, uint32_t g, int k) {
+  int d0 = dim_of(d, a->n.k[0]);
+  (void)k;
+  uint32_t arg = dag_un(d, a->n.op == OP_Max ? OP_ArgMax : OP_ArgMin, a->n.k[0]);
+  return mul(d, un_p(d, OP_OneHot, arg, d0, 0, 1), g);
+}
+
+/* Index-valued ops are piecewise constant: no derivative (has_grad is 0 for them, so this is
+ * never called; it still answers the truth, a zero adjoint). */
+#define st_adjoint_ArgMax no_adjoint
+#define st_adjoint_ArgMin no_adjoint
+#define st_adjoint_OneHot no_adjoint
+static uint32_t no_adjoint(dag *d, const ad_node *a, uint32_t g, int k) {
+  (void)g;
+  return dag_zero(d, dim_of(d, a->n.k[k]));
+}
+
+static uint32_t st_adjoint_Elem(dag *d, const ad_node *a, uint32_t g, int k) {
+  (void)k;
+  return un_p(d, OP_ElemT, g, dim_of(d, a->n.k[0]), a->p[0], 2);
+}
+
+static uint32_t st_adjoint_ElemT(dag *d, const ad_node *a, uint32_t g, int k) {
+  (void)k;
+  return un_p(d, OP_Elem, g, a->p[1], 0, 1);
+}
+
+static uint32_t st_adjoint_Extract(dag *d, const ad_node *a, uint32_t g, int k) {
+  (void)k;
+  return un_p(d, OP_ExtractT, g, a->p[0], dim_of(d, a->n.k[0]), 2);
+}
+
+static uint32_t st_adjoint_ExtractT(dag *d, const ad_node *a, uint32_t g, int k) {
+  (void)k;
+  return un_p(d, OP_Extract, g, a->p[0], dim_of(d, a->n.k[0]), 2);
+}
+
+static uint32_t st_adjoint_Concat(dag *d, const ad_node *a, uint32_t g, int k) {
+  int d0 = dim_of(d, a->n.k[0]), d1 = dim_of(d, a->n.k[1]);
+  return k == 0 ? un_p(d, OP_Extract, g, 0, d0, 2) : un_p(d, OP_Extract, g, d0, d1, 2);
+}
+
+/* MatVecMult(A, x) = A.reshape(n, p) @ x */
+static uint32_t st_adjoint_MatVecMult(dag *d, const ad_node *a, uint32_t g, int k) {
   const uint32_t *c = a->n.k;
-  int d0 = dim_of(d, c[0]), d1 = a->n.nk > 1 ? dim_of(d, c[1]) : 0;
-  switch (a->n.op) {
-  case OP_Sum: return d0 == 1 ? g : un_p(d, OP_SumT, g, d0, 0, 1);
-  case OP_SumT: return sum(d, g);
-  case OP_Scalprod: return mul(d, g, c[1 - k]);
-  case OP_Max:
-  case OP_Min: {
-    uint32_t arg = dag_un(d, a->n.op == OP_Max ? OP_ArgMax : OP_ArgMin, c[0]);
-    return mul(d, un_p(d, OP_OneHot, arg, d0, 0, 1), g);
-  }
-  case OP_Elem: return un_p(d, OP_ElemT, g, d0, a->p[0], 2);
-  case OP_ElemT: return un_p(d, OP_Elem, g, a->p[1], 0, 1);
-  case OP_Extract: return un_p(d, OP_ExtractT, g, a->p[0], d0, 2);
-  case OP_ExtractT: return un_p(d, OP_Extract, g, a->p[0], d0, 2);
-  case OP_Concat:
-    return k == 0 ? un_p(d, OP_Extract, g, 0, d0, 2) : un_p(d, OP_Extract, g, d0, d1, 2);
-  /* MatVecMult(A, x) = A.reshape(n, p) @ x */
-  case OP_MatVecMult:
-    return k == 0 ? dag_bin(d, OP_TensorProd, g, c[1]) : dag_bin(d, OP_VecMatMult, g, c[0]);
-  /* VecMatMult(x, A) = x @ A.reshape(p, n) */
-  case OP_VecMatMult:
-    return k == 0 ? dag_bin(d, OP_MatVecMult, c[1], g) : dag_bin(d, OP_TensorProd, c[0], g);
-  /* TensorProd(f, h) = outer(f, h).ravel() */
-  case OP_TensorProd:
-    return k == 0 ? dag_bin(d, OP_MatVecMult, g, c[1]) : dag_bin(d, OP_VecMatMult, c[0], g);
-  case OP_TensorDot: return td_adjoint(d, a, g, k);
-  default:
-    kerr_set(dag_err(d), KEOPS_ERROR_COMPILE, "Grad: internal error: no derivative rule for %s",
-             dag_ops[a->n.op].name);
-    return 0;
-  }
+  return k == 0 ? dag_bin(d, OP_TensorProd, g, c[1]) : dag_bin(d, OP_VecMatMult, g, c[0]);
+}
+
+/* VecMatMult(x, A) = x @ A.reshape(p, n) */
+static uint32_t st_adjoint_VecMatMult(dag *d, const ad_node *a, uint32_t g, int k) {
+  const uint32_t *c = a->n.k;
+  return k == 0 ? dag_bin(d, OP_MatVecMult, c[1], g) : dag_bin(d, OP_TensorProd, c[0], g);
+}
+
+/* TensorProd(f, h) = outer(f, h).ravel() */
+static uint32_t st_adjoint_TensorProd(dag *d, const ad_node *a, uint32_t g, int k) {
+  const uint32_t *c = a->n.k;
+  return k == 0 ? dag_bin(d, OP_MatVecMult, g, c[1]) : dag_bin(d, OP_VecMatMult, c[0], g);
+}
+
+#define st_adjoint_TensorDot td_adjoint
+
+static st_adjoint_fn *const st_adjoints[OP_COUNT] = {
+#define X(name, kind, sig, vm, eval, t0, t1, t2) DAG_ST_ENTRY(kind, name, st_adjoint_)
+#include "ops.def"
+#undef X
+};
+
+/* 0 when the op's value does not change (almost everywhere) with argument k: EW rows without
+ * a template, and the index-valued ST ops. */
+static int has_grad(int op, int k) {
+  if (dag_ops[op].kind == K_EW) return dag_ops[op].t[k] != NULL;
+  return st_adjoints[op] != no_adjoint;
 }
 
 /* The adjoint contributions to each node, kept until the node is reached (all its parents
@@ -341,7 +395,7 @@ static int backprop(dag *d, uint32_t id, uint32_t g, const uint8_t *fl, adjoints
   for (int k = 0; k < a.n.nk; k++) {
     uint32_t c = a.n.k[k];
     if (!(fl[c] & F_DEP) || !has_grad(a.n.op, k)) continue;
-    uint32_t term = kind == K_EW ? ew_adjoint(d, &a, g, k) : st_adjoint(d, &a, g, k);
+    uint32_t term = kind == K_EW ? ew_adjoint(d, &a, g, k) : st_adjoints[a.n.op](d, &a, g, k);
     if (!term || !check_term(d, "Grad", a.n.op, term, dim_of(d, c))) return 0;
     if (!dag_is_zero(d, term) && !adj_push(d, adj, c, term)) return 0;
   }
@@ -400,8 +454,18 @@ static int ew_tangent(dag *d, const ad_node *a, const uint32_t *t, uint32_t *out
   return 1;
 }
 
+/* Structural ops' tangents, one function per ops.def row: the tangent of ST node a given its
+ * arguments' tangents t (0: that argument does not move), in *out (0: a zero tangent).
+ * Returns 0 on failure. */
+typedef int st_tangent_fn(dag *d, const ad_node *a, const uint32_t *t, uint32_t *out);
+
 /* Bilinear op: op(ta, b) + op(a, tb), each term only where that argument moves. */
-static uint32_t bilinear_tangent(dag *d, const ad_node *a, const uint32_t *t) {
+#define st_tangent_Scalprod bilinear_tangent
+#define st_tangent_MatVecMult bilinear_tangent
+#define st_tangent_VecMatMult bilinear_tangent
+#define st_tangent_TensorProd bilinear_tangent
+#define st_tangent_TensorDot bilinear_tangent
+static int bilinear_tangent(dag *d, const ad_node *a, const uint32_t *t, uint32_t *out) {
   uint32_t acc = 0;
   for (int k = 0; k < a->n.nk; k++) {
     if (!t[k]) continue;
@@ -411,47 +475,47 @@ static uint32_t bilinear_tangent(dag *d, const ad_node *a, const uint32_t *t) {
     uint32_t term = dag_make(d, a->n.op, kids, a->n.nk, a->p, a->n.np);
     if (!term || !(acc = accumulate(d, acc, term))) return 0;
   }
-  return acc;
+  return (*out = acc) != 0;
 }
 
 /* Linear op: the same op applied to the tangents (Zero for arguments that do not move). */
-static uint32_t linear_tangent(dag *d, const ad_node *a, const uint32_t *t) {
+#define st_tangent_Sum linear_tangent
+#define st_tangent_SumT linear_tangent
+#define st_tangent_Elem linear_tangent
+#define st_tangent_ElemT linear_tangent
+#define st_tangent_Extract linear_tangent
+#define st_tangent_ExtractT linear_tangent
+#define st_tangent_Concat linear_tangent
+static int linear_tangent(dag *d, const ad_node *a, const uint32_t *t, uint32_t *out) {
   uint32_t kids[DAG_MAX_KIDS];
   for (int k = 0; k < a->n.nk; k++) kids[k] = t[k] ? t[k] : dag_zero(d, dim_of(d, a->n.k[k]));
-  return dag_make(d, a->n.op, kids, a->n.nk, a->p, a->n.np);
+  return (*out = dag_make(d, a->n.op, kids, a->n.nk, a->p, a->n.np)) != 0;
 }
 
-static int st_tangent(dag *d, const ad_node *a, const uint32_t *t, uint32_t *out) {
-  switch (a->n.op) {
-  case OP_ArgMax:
-  case OP_ArgMin:
-  case OP_OneHot: *out = 0; return 1;
-  case OP_Max:
-  case OP_Min: {
-    uint32_t arg = dag_un(d, a->n.op == OP_Max ? OP_ArgMax : OP_ArgMin, a->n.k[0]);
-    uint32_t hot = un_p(d, OP_OneHot, arg, dim_of(d, a->n.k[0]), 0, 1);
-    *out = dag_bin(d, OP_Scalprod, hot, t[0]);
-    break;
-  }
-  case OP_Sum:
-  case OP_SumT:
-  case OP_Elem:
-  case OP_ElemT:
-  case OP_Extract:
-  case OP_ExtractT:
-  case OP_Concat: *out = linear_tangent(d, a, t); break;
-  case OP_Scalprod:
-  case OP_MatVecMult:
-  case OP_VecMatMult:
-  case OP_TensorProd:
-  case OP_TensorDot: *out = bilinear_tangent(d, a, t); break;
-  default:
-    kerr_set(dag_err(d), KEOPS_ERROR_COMPILE, "Diff: internal error: no derivative rule for %s",
-             dag_ops[a->n.op].name);
-    return 0;
-  }
-  return *out != 0;
+/* Max, Min: the tangent of the component that won. */
+#define st_tangent_Max tangent_extreme
+#define st_tangent_Min tangent_extreme
+static int tangent_extreme(dag *d, const ad_node *a, const uint32_t *t, uint32_t *out) {
+  uint32_t arg = dag_un(d, a->n.op == OP_Max ? OP_ArgMax : OP_ArgMin, a->n.k[0]);
+  uint32_t hot = un_p(d, OP_OneHot, arg, dim_of(d, a->n.k[0]), 0, 1);
+  return (*out = dag_bin(d, OP_Scalprod, hot, t[0])) != 0;
 }
+
+/* Index-valued ops: piecewise constant. */
+#define st_tangent_ArgMax no_tangent
+#define st_tangent_ArgMin no_tangent
+#define st_tangent_OneHot no_tangent
+static int no_tangent(dag *d, const ad_node *a, const uint32_t *t, uint32_t *out) {
+  (void)d, (void)a, (void)t;
+  *out = 0;
+  return 1;
+}
+
+static st_tangent_fn *const st_tangents[OP_COUNT] = {
+#define X(name, kind, sig, vm, eval, t0, t1, t2) DAG_ST_ENTRY(kind, name, st_tangent_)
+#include "ops.def"
+#undef X
+};
 
 /* Computes the tangent of node id from its children's; *out 0 means a zero tangent. */
 static int tangent(dag *d, uint32_t id, const uint32_t *tan, uint32_t *out) {
@@ -464,7 +528,7 @@ static int tangent(dag *d, uint32_t id, const uint32_t *tan, uint32_t *out) {
   if (!moving) return 1; /* every rule is linear in the tangents: none in, none out */
   switch (dag_ops[a.n.op].kind) {
   case K_EW: ok = ew_tangent(d, &a, t, out); break;
-  case K_ST: ok = st_tangent(d, &a, t, out); break;
+  case K_ST: ok = st_tangents[a.n.op](d, &a, t, out); break;
   default:
     kerr_set(dag_err(d), KEOPS_ERROR_COMPILE, "Diff: internal error: unexpected %s node",
              dag_ops[a.n.op].name);

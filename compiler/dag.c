@@ -365,6 +365,56 @@ static void print_params(printer *pr, const char *sig, const int64_t *p, int np)
   }
 }
 
+/* Name(children, integer parameters): every op without a syntax of its own. */
+static void print_call(printer *pr, uint32_t id) {
+  const dag_node *a = dag_get(pr->d, id);
+  sb_put(&pr->b, dag_ops[a->op].name, strlen(dag_ops[a->op].name));
+  sb_put(&pr->b, "(", 1);
+  for (int c = 0; c < a->nk; c++) {
+    if (c) sb_put(&pr->b, ",", 1);
+    print_node(pr, a->k[c]);
+  }
+  print_params(pr, dag_ops[a->op].sig, dag_params(pr->d, id), a->np);
+  sb_put(&pr->b, ")", 1);
+}
+
+/* Structural ops' text, one function per ops.def row. */
+typedef void st_print_fn(printer *pr, uint32_t id);
+
+/* (f|g), KeOps's spelling of the scalar product. */
+static void st_print_Scalprod(printer *pr, uint32_t id) {
+  const dag_node *a = dag_get(pr->d, id);
+  sb_put(&pr->b, "(", 1);
+  print_node(pr, a->k[0]);
+  sb_put(&pr->b, "|", 1);
+  print_node(pr, a->k[1]);
+  sb_put(&pr->b, ")", 1);
+}
+
+/* The rest are written as calls, which is also how the parser reads them back. */
+#define st_print_Sum print_call
+#define st_print_SumT print_call
+#define st_print_Max print_call
+#define st_print_Min print_call
+#define st_print_ArgMax print_call
+#define st_print_ArgMin print_call
+#define st_print_Elem print_call
+#define st_print_ElemT print_call
+#define st_print_Extract print_call
+#define st_print_ExtractT print_call
+#define st_print_Concat print_call
+#define st_print_OneHot print_call
+#define st_print_MatVecMult print_call
+#define st_print_VecMatMult print_call
+#define st_print_TensorProd print_call
+#define st_print_TensorDot print_call
+
+static st_print_fn *const st_print[OP_COUNT] = {
+#define X(name, kind, sig, vm, eval, t0, t1, t2) DAG_ST_ENTRY(kind, name, st_print_)
+#include "ops.def"
+#undef X
+};
+
 static void print_node(printer *pr, uint32_t id) {
   const dag *d = pr->d;
   const dag_node *a = dag_get(d, id);
@@ -404,22 +454,11 @@ static void print_node(printer *pr, uint32_t id) {
     sb_put(&pr->b, "-", 1);
     print_child(pr, a->k[0], 3);
     return;
-  case OP_Scalprod:
-    sb_put(&pr->b, "(", 1);
-    print_node(pr, a->k[0]);
-    sb_put(&pr->b, "|", 1);
-    print_node(pr, a->k[1]);
-    sb_put(&pr->b, ")", 1);
-    return;
   default:
-    sb_put(&pr->b, dag_ops[a->op].name, strlen(dag_ops[a->op].name));
-    sb_put(&pr->b, "(", 1);
-    for (int c = 0; c < a->nk; c++) {
-      if (c) sb_put(&pr->b, ",", 1);
-      print_node(pr, a->k[c]);
-    }
-    print_params(pr, dag_ops[a->op].sig, p, a->np);
-    sb_put(&pr->b, ")", 1);
+    if (dag_ops[a->op].kind == K_ST)
+      st_print[a->op](pr, id);
+    else
+      print_call(pr, id);
   }
 }
 

@@ -31,6 +31,26 @@ typedef struct dag_opinfo {
 } dag_opinfo;
 
 extern const dag_opinfo dag_ops[OP_COUNT];
+
+/* Each fact of a structural (ST) row - dim rule, rewrite rules, value, adjoint, tangent,
+ * lowering, printing - is one function named <prefix><Name>, in the file that owns the fact,
+ * found through a table generated from the rows:
+ *
+ *   static fact_fn *const fact[OP_COUNT] = {
+ *   #define X(name, kind, sig, vm, eval, t0, t1, t2) DAG_ST_ENTRY(kind, name, prefix_)
+ *   #include "ops.def"
+ *   #undef X
+ *   };
+ *
+ * so an ST row without its function does not compile (an undeclared identifier), and a
+ * function left after its row is gone is an unused static (-Werror). Rows that share a body
+ * name it with a #define next to it. */
+#define DAG_ST_ENTRY(kind, name, prefix) DAG_ST_ENTRY_##kind(name, prefix)
+#define DAG_ST_ENTRY_ST(name, prefix) [OP_##name] = prefix##name,
+#define DAG_ST_ENTRY_EW(name, prefix)
+#define DAG_ST_ENTRY_SG(name, prefix)
+#define DAG_ST_ENTRY_LF(name, prefix)
+#define DAG_ST_ENTRY_AD(name, prefix)
 int dag_op_lookup(const char *name, size_t len); /* op index, or -1 */
 
 /* Variable categories as stored in Var nodes. */

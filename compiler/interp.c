@@ -52,86 +52,113 @@ static void eval_ew(const ip_step *s, double *v) {
     o[q] = dag_ew_eval(s->op, a[0][q * inc[0]], a[1][q * inc[1]], a[2][q * inc[2]], s->par);
 }
 
+/* Structural ops, one function per ops.def row: k[c] holds child c's s->kdim[c] values, o
+ * gets the node's s->dim. */
+typedef void st_eval_fn(const ip_step *s, const double *const *k, double *o);
+
+static void st_eval_Sum(const ip_step *s, const double *const *k, double *o) {
+  double acc = 0;
+  for (int q = 0; q < s->kdim[0]; q++) acc += k[0][q];
+  o[0] = acc;
+}
+
+static void st_eval_SumT(const ip_step *s, const double *const *k, double *o) {
+  for (int q = 0; q < s->dim; q++) o[q] = k[0][0];
+}
+
+static void st_eval_Scalprod(const ip_step *s, const double *const *k, double *o) {
+  double acc = 0;
+  for (int q = 0; q < s->kdim[0]; q++) acc += k[0][q] * k[1][q];
+  o[0] = acc;
+}
+
 /* Max, Min (value) and ArgMax, ArgMin (index as a double): the first extreme component
  * wins ties; a NaN component never wins a comparison (a NaN first component stays). */
-static void eval_extreme(const ip_step *s, const double *a, double *o) {
+#define st_eval_Max eval_extreme
+#define st_eval_Min eval_extreme
+#define st_eval_ArgMax eval_extreme
+#define st_eval_ArgMin eval_extreme
+static void eval_extreme(const ip_step *s, const double *const *k, double *o) {
+  const double *a = k[0];
   int dir = s->op == OP_Max || s->op == OP_ArgMax ? 1 : -1, best = 0;
   for (int q = 1; q < s->kdim[0]; q++)
     if (dir > 0 ? a[q] > a[best] : a[q] < a[best]) best = q;
   o[0] = s->op == OP_Max || s->op == OP_Min ? a[best] : best;
 }
 
-static void eval_tensordot(const ip_step *s, const double *a, const double *b, double *o) {
+static void st_eval_Elem(const ip_step *s, const double *const *k, double *o) {
+  o[0] = k[0][s->par[0]];
+}
+
+static void st_eval_ElemT(const ip_step *s, const double *const *k, double *o) { /* (n, m) */
+  memset(o, 0, sizeof *o * (size_t)s->dim);
+  o[s->par[1]] = k[0][0];
+}
+
+static void st_eval_Extract(const ip_step *s, const double *const *k, double *o) { /* (start, d) */
+  memcpy(o, k[0] + s->par[0], sizeof *o * (size_t)s->dim);
+}
+
+static void st_eval_ExtractT(const ip_step *s, const double *const *k, double *o) { /* (start, D) */
+  memset(o, 0, sizeof *o * (size_t)s->dim);
+  memcpy(o + s->par[0], k[0], sizeof *o * (size_t)s->kdim[0]);
+}
+
+static void st_eval_Concat(const ip_step *s, const double *const *k, double *o) {
+  memcpy(o, k[0], sizeof *o * (size_t)s->kdim[0]);
+  memcpy(o + s->kdim[0], k[1], sizeof *o * (size_t)s->kdim[1]);
+}
+
+static void st_eval_OneHot(const ip_step *s, const double *const *k, double *o) {
+  double r = floor(k[0][0] + 0.5); /* NaN or out of range: all zeros */
+  memset(o, 0, sizeof *o * (size_t)s->dim);
+  if (r >= 0 && r < s->dim) o[(int)r] = 1;
+}
+
+static void st_eval_MatVecMult(const ip_step *s, const double *const *k, double *o) {
+  int n = s->dim, nb = s->kdim[1]; /* A (n x nb) row-major times v */
+  for (int r = 0; r < n; r++) {
+    double acc = 0;
+    for (int c = 0; c < nb; c++) acc += k[0][(size_t)r * nb + c] * k[1][c];
+    o[r] = acc;
+  }
+}
+
+static void st_eval_VecMatMult(const ip_step *s, const double *const *k, double *o) {
+  int n = s->dim, na = s->kdim[0]; /* v (na) times A (na x n) row-major */
+  for (int c = 0; c < n; c++) {
+    double acc = 0;
+    for (int r = 0; r < na; r++) acc += k[0][r] * k[1][(size_t)r * n + c];
+    o[c] = acc;
+  }
+}
+
+static void st_eval_TensorProd(const ip_step *s, const double *const *k, double *o) {
+  int na = s->kdim[0], nb = s->kdim[1];
+  for (int r = 0; r < na; r++)
+    for (int c = 0; c < nb; c++) o[(size_t)r * nb + c] = k[0][r] * k[1][c];
+}
+
+static void st_eval_TensorDot(const ip_step *s, const double *const *k, double *o) {
   const int64_t *abase = s->tab, *bbase = abase + s->dim, *aoff = bbase + s->dim,
                 *boff = aoff + s->nco;
   for (int64_t q = 0; q < s->dim; q++) {
     double acc = 0;
-    for (int64_t c = 0; c < s->nco; c++) acc += a[abase[q] + aoff[c]] * b[bbase[q] + boff[c]];
+    for (int64_t c = 0; c < s->nco; c++) acc += k[0][abase[q] + aoff[c]] * k[1][bbase[q] + boff[c]];
     o[q] = acc;
   }
 }
 
+static st_eval_fn *const st_eval[OP_COUNT] = {
+#define X(name, kind, sig, vm, eval, t0, t1, t2) DAG_ST_ENTRY(kind, name, st_eval_)
+#include "ops.def"
+#undef X
+};
+
 static void eval_st(const ip_step *s, double *v) {
-  double *o = v + s->off;
-  const double *a = v + s->koff[0], *b = s->nk > 1 ? v + s->koff[1] : NULL;
-  int n = s->dim, na = s->kdim[0], nb = s->nk > 1 ? s->kdim[1] : 0;
-  double acc = 0;
-  switch (s->op) {
-  case OP_Sum:
-    for (int q = 0; q < na; q++) acc += a[q];
-    o[0] = acc;
-    return;
-  case OP_Scalprod:
-    for (int q = 0; q < na; q++) acc += a[q] * b[q];
-    o[0] = acc;
-    return;
-  case OP_SumT:
-    for (int q = 0; q < n; q++) o[q] = a[0];
-    return;
-  case OP_Max:
-  case OP_Min:
-  case OP_ArgMax:
-  case OP_ArgMin: eval_extreme(s, a, o); return;
-  case OP_Elem: o[0] = a[s->par[0]]; return;
-  case OP_ElemT: /* (n, m) */
-    memset(o, 0, sizeof *o * (size_t)n);
-    o[s->par[1]] = a[0];
-    return;
-  case OP_Extract: /* (start, d) */ memcpy(o, a + s->par[0], sizeof *o * (size_t)n); return;
-  case OP_ExtractT: /* (start, D) */
-    memset(o, 0, sizeof *o * (size_t)n);
-    memcpy(o + s->par[0], a, sizeof *o * (size_t)na);
-    return;
-  case OP_Concat:
-    memcpy(o, a, sizeof *o * (size_t)na);
-    memcpy(o + na, b, sizeof *o * (size_t)nb);
-    return;
-  case OP_OneHot: {
-    double r = floor(a[0] + 0.5); /* NaN or out of range: all zeros */
-    memset(o, 0, sizeof *o * (size_t)n);
-    if (r >= 0 && r < n) o[(int)r] = 1;
-    return;
-  }
-  case OP_MatVecMult: /* A (n x nb) row-major times v */
-    for (int r = 0; r < n; r++) {
-      acc = 0;
-      for (int c = 0; c < nb; c++) acc += a[(size_t)r * nb + c] * b[c];
-      o[r] = acc;
-    }
-    return;
-  case OP_VecMatMult: /* v (na) times A (na x n) row-major */
-    for (int c = 0; c < n; c++) {
-      acc = 0;
-      for (int r = 0; r < na; r++) acc += a[r] * b[(size_t)r * n + c];
-      o[c] = acc;
-    }
-    return;
-  case OP_TensorProd:
-    for (int r = 0; r < na; r++)
-      for (int c = 0; c < nb; c++) o[(size_t)r * nb + c] = a[r] * b[c];
-    return;
-  case OP_TensorDot: eval_tensordot(s, a, b, o); return;
-  }
+  const double *k[DAG_MAX_KIDS] = {0};
+  for (int t = 0; t < s->nk; t++) k[t] = v + s->koff[t];
+  st_eval[s->op](s, k, v + s->off);
 }
 
 static void eval_leaf(const ip_step *s, double *v, const double *const *vars) {

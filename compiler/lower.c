@@ -1,6 +1,6 @@
 /* DAG -> LLVM IR values (see lower.h). An EW row whose value is a vmath function says so in
- * ops.def (its vm column); every other row has a case in lw_ew / lw_st. A test compiles every
- * row, so a row without either fails there, not silently. */
+ * ops.def (its vm column); every other EW row has a case in lw_ew, which a test compiling
+ * every row checks. An ST row is lowered by its st_lower_<Name>: without one, no build. */
 #include "lower.h"
 
 #include <math.h>
@@ -170,100 +170,134 @@ static LLVMValueRef lw_ew(lw *L, int op, LLVMValueRef x, LLVMValueRef y, LLVMVal
   }
 }
 
-/* Structural ops, on whole component arrays. k[c]: child values, kd[c]: child dims. */
-static void lw_st(lw *L, const dag_node *n, const int64_t *p, LLVMValueRef **k, const int *kd,
-                  LLVMValueRef *out, int vec) {
-  int dim = n->dim;
-  LLVMValueRef zero = lw_const(L, 0, vec);
-  switch (n->op) {
-  case OP_Sum: {
-    LLVMValueRef acc = k[0][0];
-    for (int q = 1; q < kd[0]; q++) acc = C_FAdd(acc, k[0][q], "");
-    out[0] = acc;
-    return;
+/* Structural ops, one function per ops.def row, on whole component arrays: child c's kd[c]
+ * values are k[c]; out gets the node's n->dim. */
+typedef struct st_in {
+  const dag_node *n;
+  const int64_t *p; /* the node's integer parameters */
+  LLVMValueRef **k;
+  const int *kd;
+  int vec; /* values are vectors (else scalars) */
+} st_in;
+typedef void st_lower_fn(lw *L, const st_in *x, LLVMValueRef *out);
+
+static void st_lower_Sum(lw *L, const st_in *x, LLVMValueRef *out) {
+  LLVMValueRef acc = x->k[0][0];
+  for (int q = 1; q < x->kd[0]; q++) acc = C_FAdd(acc, x->k[0][q], "");
+  out[0] = acc;
+}
+
+static void st_lower_SumT(lw *L, const st_in *x, LLVMValueRef *out) {
+  (void)L;
+  for (int q = 0; q < x->n->dim; q++) out[q] = x->k[0][0];
+}
+
+static void st_lower_Scalprod(lw *L, const st_in *x, LLVMValueRef *out) {
+  LLVMValueRef *a = x->k[0], *b = x->k[1], acc = C_FMul(a[0], b[0], "");
+  for (int q = 1; q < x->kd[0]; q++) acc = fmuladd(L, a[q], b[q], acc);
+  out[0] = acc;
+}
+
+/* Max, Min, ArgMax, ArgMin: the first extreme component wins ties; NaN never wins (as the
+ * interpreter). */
+#define st_lower_Max lower_extreme
+#define st_lower_Min lower_extreme
+#define st_lower_ArgMax lower_extreme
+#define st_lower_ArgMin lower_extreme
+static void lower_extreme(lw *L, const st_in *x, LLVMValueRef *out) {
+  int op = x->n->op;
+  LLVMRealPredicate pr = op == OP_Max || op == OP_ArgMax ? LLVMRealOGT : LLVMRealOLT;
+  LLVMValueRef *a = x->k[0], best = a[0], arg = lw_const(L, 0, x->vec);
+  for (int q = 1; q < x->kd[0]; q++) {
+    LLVMValueRef c = LLVMBuildFCmp(B, pr, a[q], best, "");
+    best = LLVMBuildSelect(B, c, a[q], best, "");
+    arg = LLVMBuildSelect(B, c, lw_const(L, q, x->vec), arg, "");
   }
-  case OP_Scalprod: {
-    LLVMValueRef acc = C_FMul(k[0][0], k[1][0], "");
-    for (int q = 1; q < kd[0]; q++) acc = fmuladd(L, k[0][q], k[1][q], acc);
-    out[0] = acc;
-    return;
-  }
-  case OP_SumT:
-    for (int q = 0; q < dim; q++) out[q] = k[0][0];
-    return;
-  case OP_Max: case OP_Min: case OP_ArgMax: case OP_ArgMin: {
-    /* first extreme component wins ties; NaN never wins (as the interpreter) */
-    LLVMRealPredicate pr = n->op == OP_Max || n->op == OP_ArgMax ? LLVMRealOGT : LLVMRealOLT;
-    LLVMValueRef best = k[0][0], arg = zero;
-    for (int q = 1; q < kd[0]; q++) {
-      LLVMValueRef c = LLVMBuildFCmp(B, pr, k[0][q], best, "");
-      best = LLVMBuildSelect(B, c, k[0][q], best, "");
-      arg = LLVMBuildSelect(B, c, lw_const(L, q, vec), arg, "");
+  out[0] = op == OP_Max || op == OP_Min ? best : arg;
+}
+
+static void st_lower_Elem(lw *L, const st_in *x, LLVMValueRef *out) {
+  (void)L;
+  out[0] = x->k[0][x->p[0]];
+}
+
+static void st_lower_ElemT(lw *L, const st_in *x, LLVMValueRef *out) {
+  LLVMValueRef zero = lw_const(L, 0, x->vec);
+  for (int q = 0; q < x->n->dim; q++) out[q] = q == x->p[1] ? x->k[0][0] : zero;
+}
+
+static void st_lower_Extract(lw *L, const st_in *x, LLVMValueRef *out) {
+  (void)L;
+  for (int q = 0; q < x->n->dim; q++) out[q] = x->k[0][x->p[0] + q];
+}
+
+static void st_lower_ExtractT(lw *L, const st_in *x, LLVMValueRef *out) {
+  LLVMValueRef zero = lw_const(L, 0, x->vec);
+  int64_t s = x->p[0];
+  for (int q = 0; q < x->n->dim; q++) out[q] = q >= s && q < s + x->kd[0] ? x->k[0][q - s] : zero;
+}
+
+static void st_lower_Concat(lw *L, const st_in *x, LLVMValueRef *out) {
+  (void)L;
+  int d0 = x->kd[0];
+  for (int q = 0; q < x->n->dim; q++) out[q] = q < d0 ? x->k[0][q] : x->k[1][q - d0];
+}
+
+static void st_lower_OneHot(lw *L, const st_in *x, LLVMValueRef *out) {
+  int vec = x->vec;
+  LLVMValueRef r = vm1(L, VM_FLOOR, C_FAdd(x->k[0][0], lw_const(L, 0.5, vec), ""));
+  for (int q = 0; q < x->n->dim; q++) out[q] = cmp01(L, LLVMRealOEQ, r, lw_const(L, q, vec), vec);
+}
+
+/* MatVecMult(A, v): row q of A (dim x p) times v; VecMatMult(v, A): v times column q of A
+ * (p x dim). */
+#define st_lower_MatVecMult lower_matvec
+#define st_lower_VecMatMult lower_matvec
+static void lower_matvec(lw *L, const st_in *x, LLVMValueRef *out) {
+  int mv = x->n->op == OP_MatVecMult, dim = x->n->dim;
+  LLVMValueRef *m = mv ? x->k[0] : x->k[1], *v = mv ? x->k[1] : x->k[0];
+  int pdim = mv ? x->kd[1] : x->kd[0];
+  for (int q = 0; q < dim; q++) {
+    LLVMValueRef acc = NULL;
+    for (int c = 0; c < pdim; c++) {
+      LLVMValueRef a = m[mv ? q * pdim + c : c * dim + q];
+      acc = acc ? fmuladd(L, a, v[c], acc) : C_FMul(a, v[c], "");
     }
-    out[0] = n->op == OP_Max || n->op == OP_Min ? best : arg;
-    return;
-  }
-  case OP_Elem: out[0] = k[0][p[0]]; return;
-  case OP_ElemT:
-    for (int q = 0; q < dim; q++) out[q] = q == p[1] ? k[0][0] : zero;
-    return;
-  case OP_Extract:
-    for (int q = 0; q < dim; q++) out[q] = k[0][p[0] + q];
-    return;
-  case OP_ExtractT:
-    for (int q = 0; q < dim; q++) out[q] = q >= p[0] && q < p[0] + kd[0] ? k[0][q - p[0]] : zero;
-    return;
-  case OP_Concat:
-    for (int q = 0; q < dim; q++) out[q] = q < kd[0] ? k[0][q] : k[1][q - kd[0]];
-    return;
-  case OP_OneHot: {
-    LLVMValueRef r = vm1(L, VM_FLOOR, C_FAdd(k[0][0], lw_const(L, 0.5, vec), ""));
-    for (int q = 0; q < dim; q++) out[q] = cmp01(L, LLVMRealOEQ, r, lw_const(L, q, vec), vec);
-    return;
-  }
-  case OP_MatVecMult: case OP_VecMatMult: {
-    int mv = n->op == OP_MatVecMult;
-    LLVMValueRef *m = mv ? k[0] : k[1], *v = mv ? k[1] : k[0];
-    int pdim = mv ? kd[1] : kd[0];
-    for (int q = 0; q < dim; q++) {
-      /* MatVec: row q of A (dim x p); VecMat: column q of A (p x dim) */
-      LLVMValueRef acc = NULL;
-      for (int c = 0; c < pdim; c++) {
-        LLVMValueRef a = m[mv ? q * pdim + c : c * dim + q];
-        acc = acc ? fmuladd(L, a, v[c], acc) : C_FMul(a, v[c], "");
-      }
-      out[q] = acc;
-    }
-    return;
-  }
-  case OP_TensorProd:
-    for (int a = 0; a < kd[0]; a++)
-      for (int b = 0; b < kd[1]; b++) out[a * kd[1] + b] = C_FMul(k[0][a], k[1][b], "");
-    return;
-  case OP_TensorDot: {
-    int64_t *tab = NULL, nco = 0;
-    if (dag_tdot_tables(p, n->np, kd[0], kd[1], dim, &tab, &nco)) {
-      kerr_set(L->err, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory lowering TensorDot");
-      for (int q = 0; q < dim; q++) out[q] = zero;
-      return;
-    }
-    const int64_t *abase = tab, *bbase = abase + dim, *aoff = bbase + dim, *boff = aoff + nco;
-    for (int q = 0; q < dim; q++) {
-      LLVMValueRef acc = nco ? NULL : zero;
-      for (int64_t c = 0; c < nco; c++) {
-        LLVMValueRef a = k[0][abase[q] + aoff[c]], b = k[1][bbase[q] + boff[c]];
-        acc = acc ? fmuladd(L, a, b, acc) : C_FMul(a, b, "");
-      }
-      out[q] = acc;
-    }
-    free(tab);
-    return;
-  }
-  default:
-    kerr_set(L->err, KEOPS_ERROR_COMPILE, "internal error: no lowering for %s", dag_ops[n->op].name);
-    for (int q = 0; q < dim; q++) out[q] = zero;
+    out[q] = acc;
   }
 }
+
+static void st_lower_TensorProd(lw *L, const st_in *x, LLVMValueRef *out) {
+  for (int a = 0; a < x->kd[0]; a++)
+    for (int b = 0; b < x->kd[1]; b++) out[a * x->kd[1] + b] = C_FMul(x->k[0][a], x->k[1][b], "");
+}
+
+static void st_lower_TensorDot(lw *L, const st_in *x, LLVMValueRef *out) {
+  int dim = x->n->dim;
+  LLVMValueRef zero = lw_const(L, 0, x->vec);
+  int64_t *tab = NULL, nco = 0;
+  if (dag_tdot_tables(x->p, x->n->np, x->kd[0], x->kd[1], dim, &tab, &nco)) {
+    kerr_set(L->err, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory lowering TensorDot");
+    for (int q = 0; q < dim; q++) out[q] = zero;
+    return;
+  }
+  const int64_t *abase = tab, *bbase = abase + dim, *aoff = bbase + dim, *boff = aoff + nco;
+  for (int q = 0; q < dim; q++) {
+    LLVMValueRef acc = nco ? NULL : zero;
+    for (int64_t c = 0; c < nco; c++) {
+      LLVMValueRef a = x->k[0][abase[q] + aoff[c]], b = x->k[1][bbase[q] + boff[c]];
+      acc = acc ? fmuladd(L, a, b, acc) : C_FMul(a, b, "");
+    }
+    out[q] = acc;
+  }
+  free(tab);
+}
+
+static st_lower_fn *const st_lower[OP_COUNT] = {
+#define X(name, kind, sig, vm, eval, t0, t1, t2) DAG_ST_ENTRY(kind, name, st_lower_)
+#include "ops.def"
+#undef X
+};
 
 static LLVMValueRef **slot(lw *L, int lv, int vec, int u) {
   switch (lv) {
@@ -334,7 +368,8 @@ static LLVMValueRef *value(lw *L, uint32_t id, int u, int vec) {
         out[q] = lw_ew(L, n->op, a[0], a[1], a[2], p, vec);
       }
     } else {
-      lw_st(L, n, p, k, kd, out, vec);
+      st_in x = {n, p, k, kd, vec};
+      st_lower[n->op](L, &x, out);
     }
   }
   map[id] = out;

@@ -350,165 +350,263 @@ static int tdot_canonical_np(const tdot *t, int np) {
   return np - 1 - t->nperm;
 }
 
-static uint32_t st_rules(dag *d, int op, const uint32_t *k, const int64_t *p, int dim) {
-  uint32_t a = k[0], b = k[1];
-  int da = dimof(d, a), za = dag_is_zero(d, a), zb = b && dag_is_zero(d, b);
-  switch (op) {
-  case OP_Sum:
-    if (da == 1) return a;
-    if (za) return dag_zero(d, 1);
-    if (opof(d, a) == OP_Minus) return dag_un(d, OP_Minus, dag_un(d, OP_Sum, kid(d, a, 0)));
-    if (opof(d, a) == OP_SumT) return dag_bin(d, OP_Mult, dag_int(d, da), kid(d, a, 0));
-    if (opof(d, a) == OP_Mult) {
-      uint32_t f = kid(d, a, 0), g = kid(d, a, 1);
-      if (dimof(d, f) == dimof(d, g)) return dag_bin(d, OP_Scalprod, f, g);
-      if (dimof(d, f) == 1) return dag_bin(d, OP_Mult, f, dag_un(d, OP_Sum, g));
-      return dag_bin(d, OP_Mult, g, dag_un(d, OP_Sum, f));
-    }
-    break;
-  case OP_SumT:
-    if (p[0] == 1) return a;
-    if (za) return dag_zero(d, dim);
-    break;
-  case OP_Scalprod:
-    if (za || zb) return dag_zero(d, 1);
-    if (da == 1 || dimof(d, b) == 1)
-      return dag_un(d, OP_Sum, dag_bin(d, OP_Mult, a, b)); /* a scalar: a * Sum(b) */
-    if (a == b) return dag_un(d, OP_Sum, dag_un(d, OP_Square, a));
-    break;
-  case OP_Max: case OP_Min:
-    if (za) return dag_zero(d, 1);
-    if (da == 1) return a;
-    break;
-  case OP_ArgMax: case OP_ArgMin:
-    if (da == 1 || za) return dag_zero(d, 1);
-    break;
-  case OP_Elem:
-    if (da == 1) return a;
-    if (za) return dag_zero(d, 1);
-    switch (opof(d, a)) {
-    case OP_ElemT: return dag_params(d, a)[1] == p[0] ? kid(d, a, 0) : dag_zero(d, 1);
-    case OP_SumT: return kid(d, a, 0);
-    case OP_Extract: return dag_unp(d, OP_Elem, kid(d, a, 0), dag_params(d, a)[0] + p[0]);
-    case OP_Concat: {
-      uint32_t f = kid(d, a, 0), g = kid(d, a, 1);
-      return p[0] < dimof(d, f) ? dag_unp(d, OP_Elem, f, p[0]) : dag_unp(d, OP_Elem, g, p[0] - dimof(d, f));
-    }
-    default: break;
-    }
-    break;
-  case OP_ElemT:
-    if (p[0] == 1) return a;
-    if (za) return dag_zero(d, dim);
-    break;
-  case OP_Extract: {
-    int64_t s = p[0];
-    if (s == 0 && dim == da) return a;
-    if (za) return dag_zero(d, dim);
-    if (dim == 1) return dag_unp(d, OP_Elem, a, s);
-    if (opof(d, a) == OP_Extract) {
-      int64_t q[2] = {dag_params(d, a)[0] + s, dim};
-      uint32_t f = kid(d, a, 0);
-      return dag_make(d, OP_Extract, &f, 1, q, 2);
-    }
-    if (opof(d, a) == OP_ExtractT) {
-      int64_t s2 = dag_params(d, a)[0];
-      uint32_t g = kid(d, a, 0);
-      if (s == s2 && dim == dimof(d, g)) return g;
-      if (s + dim <= s2 || s >= s2 + dimof(d, g)) return dag_zero(d, dim);
-    }
-    if (opof(d, a) == OP_Concat) {
-      uint32_t f = kid(d, a, 0), g = kid(d, a, 1);
-      int df = dimof(d, f);
-      int64_t q[2] = {s - df, dim};
-      if (s + dim <= df) return dag_make(d, OP_Extract, &f, 1, p, 2);
-      if (s >= df) return dag_make(d, OP_Extract, &g, 1, q, 2);
-    }
-    break;
-  }
-  case OP_ExtractT:
-    if (p[0] == 0 && da == dim) return a;
-    if (za) return dag_zero(d, dim);
-    if (da == 1) {
-      int64_t q[2] = {dim, p[0]};
-      return dag_make(d, OP_ElemT, &a, 1, q, 2);
-    }
-    break;
-  case OP_Concat:
-    if (za && zb) return dag_zero(d, dim);
-    break;
-  case OP_MatVecMult: case OP_VecMatMult: {
-    uint32_t m = op == OP_MatVecMult ? a : b, v = op == OP_MatVecMult ? b : a;
-    if (za || zb) return dag_zero(d, dim);
-    if (dimof(d, v) == 1) return dag_bin(d, OP_Mult, v, m);
-    if (dimof(d, v) == dimof(d, m)) return dag_bin(d, OP_Scalprod, m, v);
-    break;
-  }
-  case OP_TensorProd:
-    if (za || zb) return dag_zero(d, dim);
-    if (da == 1 || dimof(d, b) == 1) return dag_bin(d, OP_Mult, a, b);
-    break;
-  case OP_TensorDot:
-    if (za || zb) return dag_zero(d, dim);
-    break;
-  default: break;
+/* The node a structural op's dim rule and rewrite rules look at, before it is interned. */
+typedef struct st_node {
+  int op;
+  const uint32_t *k; /* children */
+  const int64_t *p;  /* integer parameters */
+  int np;
+  int da, db; /* the children's dims (db 0 for one child) */
+  int za, zb; /* whether each child is Zero */
+  int dim;    /* the output dim, as the dim rule found it (rules only) */
+} st_node;
+
+/* The output dim of the op, or 0 with the error set. */
+typedef int st_dim_fn(dag *d, const st_node *n);
+/* A simpler equal formula, NONE when no rule applies, or 0 with the error set. */
+typedef uint32_t st_rules_fn(dag *d, const st_node *n);
+
+/* Sum, Max, Min, ArgMax, ArgMin: one scalar from any vector. */
+static int st_dim_scalar(dag *d, const st_node *n) {
+  (void)d, (void)n;
+  return 1;
+}
+
+#define st_dim_Sum st_dim_scalar
+static uint32_t st_rules_Sum(dag *d, const st_node *n) {
+  uint32_t a = n->k[0];
+  int da = n->da;
+  if (da == 1) return a;
+  if (n->za) return dag_zero(d, 1);
+  if (opof(d, a) == OP_Minus) return dag_un(d, OP_Minus, dag_un(d, OP_Sum, kid(d, a, 0)));
+  if (opof(d, a) == OP_SumT) return dag_bin(d, OP_Mult, dag_int(d, da), kid(d, a, 0));
+  if (opof(d, a) == OP_Mult) {
+    uint32_t f = kid(d, a, 0), g = kid(d, a, 1);
+    if (dimof(d, f) == dimof(d, g)) return dag_bin(d, OP_Scalprod, f, g);
+    if (dimof(d, f) == 1) return dag_bin(d, OP_Mult, f, dag_un(d, OP_Sum, g));
+    return dag_bin(d, OP_Mult, g, dag_un(d, OP_Sum, f));
   }
   return NONE;
 }
 
-/* The output dim of a structural op, or 0 with the error set. */
-static int st_dim(dag *d, int op, const uint32_t *k, const int64_t *p, int np) {
-  int da = dimof(d, k[0]), db = k[1] ? dimof(d, k[1]) : 0;
-  switch (op) {
-  case OP_Sum: case OP_Max: case OP_Min: case OP_ArgMax: case OP_ArgMin: return 1;
-  case OP_SumT:
-    if (da != 1) return (int)DIMFAIL(op, "the argument has dim %d, it must be 1", da);
-    if (p[0] < 1 || p[0] > DAG_MAX_DIM) return (int)DIMFAIL(op, "dim %d is out of range", (int)p[0]);
-    return (int)p[0];
-  case OP_Scalprod:
-    if (da != db && da != 1 && db != 1)
-      return (int)DIMFAIL(op, "dimensions must be the same, got %d and %d", da, db);
-    return 1;
-  case OP_Elem:
-    if (p[0] < 0 || p[0] >= da) return (int)DIMFAIL(op, "index %d is out of bounds for dim %d", (int)p[0], da);
-    return 1;
-  case OP_ElemT:
-    if (da != 1) return (int)DIMFAIL(op, "the argument must be a scalar, got dim %d", da);
-    if (p[0] < 1 || p[0] > DAG_MAX_DIM || p[1] < 0 || p[1] >= p[0])
-      return (int)DIMFAIL(op, "index %d is out of bounds for dim %d", (int)p[1], (int)p[0]);
-    return (int)p[0];
-  case OP_Extract:
-    if (p[0] < 0 || p[1] < 1 || p[0] + p[1] > da)
-      return (int)DIMFAIL(op, "range [start, start+%d) with start %d is out of bounds", (int)p[1], (int)p[0]);
-    return (int)p[1];
-  case OP_ExtractT:
-    if (p[0] < 0 || p[1] > DAG_MAX_DIM || p[0] + da > p[1])
-      return (int)DIMFAIL(op, "start %d with the argument's dim does not fit in dim %d", (int)p[0], (int)p[1]);
-    return (int)p[1];
-  case OP_Concat:
-    if ((int64_t)da + db > DAG_MAX_DIM) return (int)DIMFAIL(op, "dim %d + %d is too large", da, db);
-    return da + db;
-  case OP_OneHot:
-    if (da != 1) return (int)DIMFAIL(op, "only scalar formulas have a one-hot representation, got dim %d", da);
-    if (p[0] < 1 || p[0] > DAG_MAX_DIM) return (int)DIMFAIL(op, "length %d is out of range", (int)p[0]);
-    return (int)p[0];
-  case OP_MatVecMult: case OP_VecMatMult: {
-    int dm = op == OP_MatVecMult ? da : db, dv = op == OP_MatVecMult ? db : da;
-    if (dm % dv) return (int)DIMFAIL(op, "matrix dim %d is not a multiple of vector dim %d", dm, dv);
-    return dm / dv;
+static int st_dim_SumT(dag *d, const st_node *n) {
+  const int64_t *p = n->p;
+  if (n->da != 1) return (int)DIMFAIL(n->op, "the argument has dim %d, it must be 1", n->da);
+  if (p[0] < 1 || p[0] > DAG_MAX_DIM)
+    return (int)DIMFAIL(n->op, "dim %d is out of range", (int)p[0]);
+  return (int)p[0];
+}
+static uint32_t st_rules_SumT(dag *d, const st_node *n) {
+  if (n->p[0] == 1) return n->k[0];
+  if (n->za) return dag_zero(d, n->dim);
+  return NONE;
+}
+
+static int st_dim_Scalprod(dag *d, const st_node *n) {
+  int da = n->da, db = n->db;
+  if (da != db && da != 1 && db != 1)
+    return (int)DIMFAIL(n->op, "dimensions must be the same, got %d and %d", da, db);
+  return 1;
+}
+static uint32_t st_rules_Scalprod(dag *d, const st_node *n) {
+  uint32_t a = n->k[0], b = n->k[1];
+  if (n->za || n->zb) return dag_zero(d, 1);
+  if (n->da == 1 || n->db == 1)
+    return dag_un(d, OP_Sum, dag_bin(d, OP_Mult, a, b)); /* a scalar: a * Sum(b) */
+  if (a == b) return dag_un(d, OP_Sum, dag_un(d, OP_Square, a));
+  return NONE;
+}
+
+#define st_dim_Max st_dim_scalar
+#define st_dim_Min st_dim_scalar
+#define st_rules_Max st_rules_extreme
+#define st_rules_Min st_rules_extreme
+static uint32_t st_rules_extreme(dag *d, const st_node *n) {
+  if (n->za) return dag_zero(d, 1);
+  if (n->da == 1) return n->k[0];
+  return NONE;
+}
+
+#define st_dim_ArgMax st_dim_scalar
+#define st_dim_ArgMin st_dim_scalar
+#define st_rules_ArgMax st_rules_arg_extreme
+#define st_rules_ArgMin st_rules_arg_extreme
+static uint32_t st_rules_arg_extreme(dag *d, const st_node *n) {
+  if (n->da == 1 || n->za) return dag_zero(d, 1);
+  return NONE;
+}
+
+static int st_dim_Elem(dag *d, const st_node *n) {
+  const int64_t *p = n->p;
+  if (p[0] < 0 || p[0] >= n->da)
+    return (int)DIMFAIL(n->op, "index %d is out of bounds for dim %d", (int)p[0], n->da);
+  return 1;
+}
+static uint32_t st_rules_Elem(dag *d, const st_node *n) {
+  uint32_t a = n->k[0];
+  const int64_t *p = n->p;
+  if (n->da == 1) return a;
+  if (n->za) return dag_zero(d, 1);
+  switch (opof(d, a)) {
+  case OP_ElemT: return dag_params(d, a)[1] == p[0] ? kid(d, a, 0) : dag_zero(d, 1);
+  case OP_SumT: return kid(d, a, 0);
+  case OP_Extract: return dag_unp(d, OP_Elem, kid(d, a, 0), dag_params(d, a)[0] + p[0]);
+  case OP_Concat: {
+    uint32_t f = kid(d, a, 0), g = kid(d, a, 1);
+    return p[0] < dimof(d, f) ? dag_unp(d, OP_Elem, f, p[0])
+                              : dag_unp(d, OP_Elem, g, p[0] - dimof(d, f));
   }
-  case OP_TensorProd:
-    if ((int64_t)da * db > DAG_MAX_DIM) return (int)DIMFAIL(op, "dim %d * %d is too large", da, db);
-    return da * db;
-  case OP_TensorDot: {
-    tdot t;
-    return tdot_check(d, &t, da, db, p, np);
-  }
-  default:
-    kerr_set(dag_err(d), KEOPS_ERROR_COMPILE, "internal error: %s is not a structural op", dag_ops[op].name);
-    return 0;
+  default: return NONE;
   }
 }
+
+static int st_dim_ElemT(dag *d, const st_node *n) {
+  const int64_t *p = n->p;
+  if (n->da != 1) return (int)DIMFAIL(n->op, "the argument must be a scalar, got dim %d", n->da);
+  if (p[0] < 1 || p[0] > DAG_MAX_DIM || p[1] < 0 || p[1] >= p[0])
+    return (int)DIMFAIL(n->op, "index %d is out of bounds for dim %d", (int)p[1], (int)p[0]);
+  return (int)p[0];
+}
+static uint32_t st_rules_ElemT(dag *d, const st_node *n) {
+  if (n->p[0] == 1) return n->k[0];
+  if (n->za) return dag_zero(d, n->dim);
+  return NONE;
+}
+
+static int st_dim_Extract(dag *d, const st_node *n) {
+  const int64_t *p = n->p;
+  if (p[0] < 0 || p[1] < 1 || p[0] + p[1] > n->da)
+    return (int)DIMFAIL(n->op, "range [start, start+%d) with start %d is out of bounds", (int)p[1],
+                        (int)p[0]);
+  return (int)p[1];
+}
+static uint32_t st_rules_Extract(dag *d, const st_node *n) {
+  uint32_t a = n->k[0];
+  const int64_t *p = n->p;
+  int64_t s = p[0];
+  int dim = n->dim;
+  if (s == 0 && dim == n->da) return a;
+  if (n->za) return dag_zero(d, dim);
+  if (dim == 1) return dag_unp(d, OP_Elem, a, s);
+  if (opof(d, a) == OP_Extract) {
+    int64_t q[2] = {dag_params(d, a)[0] + s, dim};
+    uint32_t f = kid(d, a, 0);
+    return dag_make(d, OP_Extract, &f, 1, q, 2);
+  }
+  if (opof(d, a) == OP_ExtractT) {
+    int64_t s2 = dag_params(d, a)[0];
+    uint32_t g = kid(d, a, 0);
+    if (s == s2 && dim == dimof(d, g)) return g;
+    if (s + dim <= s2 || s >= s2 + dimof(d, g)) return dag_zero(d, dim);
+  }
+  if (opof(d, a) == OP_Concat) {
+    uint32_t f = kid(d, a, 0), g = kid(d, a, 1);
+    int df = dimof(d, f);
+    int64_t q[2] = {s - df, dim};
+    if (s + dim <= df) return dag_make(d, OP_Extract, &f, 1, p, 2);
+    if (s >= df) return dag_make(d, OP_Extract, &g, 1, q, 2);
+  }
+  return NONE;
+}
+
+static int st_dim_ExtractT(dag *d, const st_node *n) {
+  const int64_t *p = n->p;
+  if (p[0] < 0 || p[1] > DAG_MAX_DIM || p[0] + n->da > p[1])
+    return (int)DIMFAIL(n->op, "start %d with the argument's dim does not fit in dim %d", (int)p[0],
+                        (int)p[1]);
+  return (int)p[1];
+}
+static uint32_t st_rules_ExtractT(dag *d, const st_node *n) {
+  uint32_t a = n->k[0];
+  const int64_t *p = n->p;
+  int dim = n->dim;
+  if (p[0] == 0 && n->da == dim) return a;
+  if (n->za) return dag_zero(d, dim);
+  if (n->da == 1) {
+    int64_t q[2] = {dim, p[0]};
+    return dag_make(d, OP_ElemT, &a, 1, q, 2);
+  }
+  return NONE;
+}
+
+static int st_dim_Concat(dag *d, const st_node *n) {
+  if ((int64_t)n->da + n->db > DAG_MAX_DIM)
+    return (int)DIMFAIL(n->op, "dim %d + %d is too large", n->da, n->db);
+  return n->da + n->db;
+}
+static uint32_t st_rules_Concat(dag *d, const st_node *n) {
+  if (n->za && n->zb) return dag_zero(d, n->dim);
+  return NONE;
+}
+
+static int st_dim_OneHot(dag *d, const st_node *n) {
+  const int64_t *p = n->p;
+  if (n->da != 1)
+    return (int)DIMFAIL(n->op, "only scalar formulas have a one-hot representation, got dim %d",
+                        n->da);
+  if (p[0] < 1 || p[0] > DAG_MAX_DIM)
+    return (int)DIMFAIL(n->op, "length %d is out of range", (int)p[0]);
+  return (int)p[0];
+}
+static uint32_t st_rules_OneHot(dag *d, const st_node *n) {
+  (void)d, (void)n;
+  return NONE;
+}
+
+/* MatVecMult(A, v) and VecMatMult(v, A): the same rules with the operands swapped. */
+#define st_dim_MatVecMult st_dim_matvec
+#define st_dim_VecMatMult st_dim_matvec
+#define st_rules_MatVecMult st_rules_matvec
+#define st_rules_VecMatMult st_rules_matvec
+static int st_dim_matvec(dag *d, const st_node *n) {
+  int mv = n->op == OP_MatVecMult, dm = mv ? n->da : n->db, dv = mv ? n->db : n->da;
+  if (dm % dv)
+    return (int)DIMFAIL(n->op, "matrix dim %d is not a multiple of vector dim %d", dm, dv);
+  return dm / dv;
+}
+static uint32_t st_rules_matvec(dag *d, const st_node *n) {
+  int mv = n->op == OP_MatVecMult;
+  uint32_t m = mv ? n->k[0] : n->k[1], v = mv ? n->k[1] : n->k[0];
+  if (n->za || n->zb) return dag_zero(d, n->dim);
+  if (dimof(d, v) == 1) return dag_bin(d, OP_Mult, v, m);
+  if (dimof(d, v) == dimof(d, m)) return dag_bin(d, OP_Scalprod, m, v);
+  return NONE;
+}
+
+static int st_dim_TensorProd(dag *d, const st_node *n) {
+  if ((int64_t)n->da * n->db > DAG_MAX_DIM)
+    return (int)DIMFAIL(n->op, "dim %d * %d is too large", n->da, n->db);
+  return n->da * n->db;
+}
+static uint32_t st_rules_TensorProd(dag *d, const st_node *n) {
+  if (n->za || n->zb) return dag_zero(d, n->dim);
+  if (n->da == 1 || n->db == 1) return dag_bin(d, OP_Mult, n->k[0], n->k[1]);
+  return NONE;
+}
+
+static int st_dim_TensorDot(dag *d, const st_node *n) {
+  tdot t;
+  return tdot_check(d, &t, n->da, n->db, n->p, n->np);
+}
+static uint32_t st_rules_TensorDot(dag *d, const st_node *n) {
+  if (n->za || n->zb) return dag_zero(d, n->dim);
+  tdot t;
+  tdot_check(d, &t, n->da, n->db, n->p, n->np);
+  int np = tdot_canonical_np(&t, n->np);
+  return np == n->np ? NONE : dag_make(d, OP_TensorDot, n->k, 2, n->p, np);
+}
+
+static st_dim_fn *const st_dims[OP_COUNT] = {
+#define X(name, kind, sig, vm, eval, t0, t1, t2) DAG_ST_ENTRY(kind, name, st_dim_)
+#include "ops.def"
+#undef X
+};
+
+static st_rules_fn *const st_rules[OP_COUNT] = {
+#define X(name, kind, sig, vm, eval, t0, t1, t2) DAG_ST_ENTRY(kind, name, st_rules_)
+#include "ops.def"
+#undef X
+};
 
 /* Number of integer parameters a fixed signature takes ('i' only); -1 with lists. */
 static int sig_params(const char *sig, int *nf) {
@@ -540,16 +638,12 @@ uint32_t dag_make(dag *d, int op, const uint32_t *kids, int nk, const int64_t *p
   uint32_t k[DAG_MAX_KIDS] = {0};
   if (nk) memcpy(k, kids, sizeof *k * (size_t)nk);
   if (kind == K_EW) return make_ew(d, op, k, nk, p, np);
-  int dim = st_dim(d, op, k, p, np);
-  if (!dim) return 0;
-  uint32_t r = st_rules(d, op, k, p, dim);
+  st_node n = {op, k, p, np, dimof(d, k[0]), k[1] ? dimof(d, k[1]) : 0, dag_is_zero(d, k[0]),
+               k[1] && dag_is_zero(d, k[1]), 0};
+  if (!(n.dim = st_dims[op](d, &n))) return 0;
+  uint32_t r = st_rules[op](d, &n);
   if (r != NONE) return r;
-  if (op == OP_TensorDot) {
-    tdot t;
-    tdot_check(d, &t, dimof(d, k[0]), dimof(d, k[1]), p, np);
-    np = tdot_canonical_np(&t, np);
-  }
-  return dag_intern(d, op, dim, k, nk, p, np);
+  return dag_intern(d, op, n.dim, k, nk, p, np);
 }
 
 /* Rebuilds the nodes below root bottom-up (ids are topological) through dag_make, each Var
