@@ -16,10 +16,10 @@ static int check_desc(const keops_kernel_desc *desc, const red_row *red, kerr *e
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "aliases: %d aliases given with a %s array", desc->n_aliases,
              desc->aliases ? "non-NULL" : "NULL");
   } else if (!red) {
-    kerr_set(e, KEOPS_ERROR_ARGUMENT,
-             "unknown reduction '%.100s' (expected Sum, Max, Min, ArgMax, ArgMin, Max_ArgMax, "
-             "Min_ArgMin, KMin, ArgKMin, KMin_ArgKMin, LogSumExp, LogSumExpWeight, "
-             "SumSoftMaxWeight, SoftMax, Max_SumShiftExp or Max_SumShiftExpWeight)", rname);
+    int n;
+    const char *names = red_known_names(&n);
+    kerr_set(e, KEOPS_ERROR_ARGUMENT, "unknown reduction '%.100s' (expected one of %.*s)", rname, n,
+             names);
   } else if (desc->axis != 0 && desc->axis != 1) {
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "axis must be 0 or 1, got %d", desc->axis);
   } else if (desc->dtype != KEOPS_FLOAT32 && desc->dtype != KEOPS_FLOAT64) {

@@ -98,6 +98,8 @@ typedef struct red_row {
 } red_row;
 
 const red_row *red_find(const char *name); /* NULL if unknown */
+/* Every reduction name, comma-separated, for messages: the first *len characters. */
+const char *red_known_names(int *len);
 
 /* ---- the program (fe.c) ----------------------------------------------------------------- */
 

@@ -16,6 +16,18 @@ static const red_row red_rows[] = {
 #undef X
 };
 
+/* "Sum, Max, ..., " from the same rows, so that messages list exactly what red_find knows. */
+static const char red_name_list[] =
+#define X(name, ...) #name ", "
+#include "reductions.def"
+#undef X
+    ;
+
+const char *red_known_names(int *len) {
+  *len = (int)sizeof red_name_list - 3; /* without the last ", " and the NUL */
+  return red_name_list;
+}
+
 const red_row *red_find(const char *name) {
   if (!name) return NULL;
   for (size_t r = 0; r < sizeof red_rows / sizeof red_rows[0]; r++)

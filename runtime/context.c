@@ -38,11 +38,12 @@ keops_status rt_context_init(keops_context *ctx, kerr *e) {
   if (env && *env) {
     char *end;
     long n = strtol(env, &end, 10);
-    if (*end || n < 1 || n > 1024) {
-      kerr_set(e, KEOPS_ERROR_ARGUMENT, "KEOPS_NUM_THREADS = '%.40s' is not a thread count in [1, 1024]", env);
+    if (*end || n < 0 || n > 1024) {
+      kerr_set(e, KEOPS_ERROR_ARGUMENT,
+               "KEOPS_NUM_THREADS = '%.40s' is not a thread count in [0, 1024] (0: all cores)", env);
       return e->status;
     }
-    ctx->nthreads = (int)n;
+    if (n > 0) ctx->nthreads = (int)n; /* 0 means all cores, as num_threads = 0 does */
   }
   if (!(ctx->cache = rt_cache_create())) {
     kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory");

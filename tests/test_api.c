@@ -4,8 +4,10 @@
 #include <check.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "keops.h"
 #include "runtime.h"
@@ -249,6 +251,9 @@ START_TEST(error_reduction) {
   keops_kernel_desc d = seed_desc(SEED, 4, 1);
   d.reduction = "Summ";
   expect_create_error(&d, KEOPS_ERROR_ARGUMENT, "unknown reduction 'Summ'", 0);
+  /* the names come from reductions.def: all of them, the last without a trailing comma */
+  ck_assert_ptr_nonnull(strstr(keops_last_error(), "(expected one of Sum, Max, "));
+  ck_assert_ptr_nonnull(strstr(keops_last_error(), ", SoftMax, Max_SumShiftExp, Max_SumShiftExpWeight)"));
   ck_assert_ptr_eq(strstr(keops_last_error(), "keops_kernel_create: "), keops_last_error());
 
   d = seed_desc(SEED, 4, 2);
@@ -384,6 +389,41 @@ START_TEST(backend_queries) {
   ck_assert_str_eq(keops_backend_describe(ctx, (keops_backend)7), "");
   ck_assert_str_eq(keops_backend_describe(NULL, KEOPS_BACKEND_CPU), "");
   keops_kernel_destroy(s.k);
+}
+END_TEST
+
+/* KEOPS_NUM_THREADS: a count, 0 for all cores (as num_threads = 0), anything else an error
+ * naming the variable. */
+START_TEST(num_threads_env) {
+  static const struct {
+    const char *v;
+    keops_status st;
+    int threads; /* 0: the online cores */
+  } cases[] = {{"3", KEOPS_OK, 3}, {"0", KEOPS_OK, 0}, {"-1", KEOPS_ERROR_ARGUMENT, 0},
+               {"2x", KEOPS_ERROR_ARGUMENT, 0}, {"1025", KEOPS_ERROR_ARGUMENT, 0}};
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  const char *old = getenv("KEOPS_NUM_THREADS");
+  char *saved = old ? strdup(old) : NULL;
+  for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+    setenv("KEOPS_NUM_THREADS", cases[c].v, 1);
+    keops_context *cx = NULL;
+    keops_status st = keops_context_create(&cx);
+    ck_assert_msg(st == cases[c].st, "KEOPS_NUM_THREADS=%s: %s", cases[c].v, keops_last_error());
+    if (st != KEOPS_OK) {
+      ck_assert_ptr_null(cx);
+      ck_assert_ptr_nonnull(strstr(keops_last_error(), "KEOPS_NUM_THREADS"));
+      continue;
+    }
+    char want[32];
+    long n = cases[c].threads ? cases[c].threads : cores;
+    snprintf(want, sizeof want, " %ld thread%s)", n, n > 1 ? "s" : "");
+    ck_assert_msg(strstr(keops_backend_describe(cx, KEOPS_BACKEND_CPU), want), "%s: %s", cases[c].v,
+                  keops_backend_describe(cx, KEOPS_BACKEND_CPU));
+    keops_context_destroy(cx);
+  }
+  if (saved) setenv("KEOPS_NUM_THREADS", saved, 1);
+  else unsetenv("KEOPS_NUM_THREADS");
+  free(saved);
 }
 END_TEST
 
@@ -580,6 +620,7 @@ static Suite *api_suite(void) {
   tcase_add_test(tc, run_errors);
   tcase_add_test(tc, run_empty_and_backends);
   tcase_add_test(tc, backend_queries);
+  tcase_add_test(tc, num_threads_env);
   tcase_add_test(tc, last_error_per_thread);
   tcase_add_test(tc, concurrent_runs);
   tcase_add_loop_test(tc, seed_values, 0, 16);
