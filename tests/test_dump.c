@@ -144,6 +144,18 @@ START_TEST(command_line) {
   r = run_dump("--axis=1 -- '-x' 'x = Vi(2)'", 0);
   ck_assert_int_eq(r.status, 0);
   free(r.text);
+  /* ... and without it: the message names the formula, not the option before it, and says
+   * what to do (issue 11) */
+  static const char *const dash[] = {"--reduction=LogSumExp '-SqDist(x,y)' 'x = Vi(3)' 'y = Vj(3)'",
+                                     "--reduction LogSumExp '-SqDist(x,y)' 'x = Vi(3)' 'y = Vj(3)'"};
+  for (int k = 0; k < 2; k++) {
+    r = run_dump(dash[k], 1);
+    ck_assert_msg(r.status == 2, "keops-dump %s: exit %d", dash[k], r.status);
+    ck_assert_msg(strstr(r.text, "'-SqDist(x,y)' is not an option") && strstr(r.text, "after '--'") &&
+                      !strstr(r.text, "bad option"),
+                  "keops-dump %s:\n%s", dash[k], r.text);
+    free(r.text);
+  }
 }
 END_TEST
 

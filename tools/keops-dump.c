@@ -118,6 +118,19 @@ static int parse_args(int argc, char **argv, dump_opts *o) {
       {"target", required_argument, NULL, 't'},   {"gpu-arch", required_argument, NULL, 'g'},
       {"ptx", required_argument, NULL, 'p'},      {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
+  /* A formula that starts with '-' looks like a cluster of short options to getopt, whose
+   * message would then blame the option before it: name it, and the way out. */
+  for (int i = 1; i < argc && argv[i][0] == '-' && strcmp(argv[i], "--"); i++) {
+    if (!strcmp(argv[i], "-h")) continue;
+    if (argv[i][1] != '-')
+      return bad_usage("'%s' is not an option: a formula that starts with '-' goes after '--' "
+                       "(keops-dump [options] -- FORMULA [ALIAS...])", argv[i]);
+    size_t n = strcspn(argv[i] + 2, "=");
+    for (const struct option *lo = long_opts; lo->name; lo++)
+      if (lo->has_arg == required_argument && !argv[i][2 + n] && strlen(lo->name) == n &&
+          !strncmp(lo->name, argv[i] + 2, n))
+        i++; /* "--emit tree": the value is the next argument */
+  }
   int c;
   opterr = 0; /* we print our own message */
   /* '+': stop at the first operand, so formulas and aliases are never taken for options */
