@@ -396,11 +396,13 @@ static int st_dim_SumT(dag *d, const st_node *n) {
     return (int)DIMFAIL(n->op, "dim %d is out of range", (int)p[0]);
   return (int)p[0];
 }
-static uint32_t st_rules_SumT(dag *d, const st_node *n) {
+/* SumT and ElemT spread a scalar over p[0] components: the scalar itself when p[0] is 1. */
+static uint32_t rules_spread(dag *d, const st_node *n) {
   if (n->p[0] == 1) return n->k[0];
   if (n->za) return dag_zero(d, n->dim);
   return NONE;
 }
+#define st_rules_SumT rules_spread
 
 static int st_dim_Scalprod(dag *d, const st_node *n) {
   int da = n->da, db = n->db;
@@ -467,11 +469,7 @@ static int st_dim_ElemT(dag *d, const st_node *n) {
     return (int)DIMFAIL(n->op, "index %d is out of bounds for dim %d", (int)p[1], (int)p[0]);
   return (int)p[0];
 }
-static uint32_t st_rules_ElemT(dag *d, const st_node *n) {
-  if (n->p[0] == 1) return n->k[0];
-  if (n->za) return dag_zero(d, n->dim);
-  return NONE;
-}
+#define st_rules_ElemT rules_spread
 
 static int st_dim_Extract(dag *d, const st_node *n) {
   const int64_t *p = n->p;
