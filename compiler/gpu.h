@@ -20,6 +20,10 @@
  * shared memory: blockDim.x * p->red_width elements of the dtype. The second kernel,
  *   void keops_combine(i64 nrows, i64 nsplit, double *partial, out_0 [, out_1])
  * merges each row's nsplit states in order and writes its outputs, one thread per row. */
+/* Float32 kernels flush denormals to zero (inputs, results, intermediates): the GPU's f32
+ * units then run at full rate, as CUDA's fast math. Every thread-per-row target models it. */
+static inline int gpu_ftz(const fe_program *p) { return p->dtype == KEOPS_FLOAT32; }
+
 LLVMModuleRef gpu_build(LLVMContextRef C, const fe_program *p, const kt_target *t,
                         const char *fname, kerr *e);
 

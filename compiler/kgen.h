@@ -21,6 +21,7 @@ typedef struct kb {
   LLVMValueRef arg[FE_MAX_ARGS]; /* argument pointers */
   LLVMValueRef rowbuf[FE_MAX_ARGS]; /* CPU: the row block's SoA buffers */
   LLVMValueRef tile;     /* GPU: the shared-memory tile of j-variables */
+  LLVMValueRef gstate;   /* GPU: the thread-state argument (kt_grid.thread_state) */
   int tile_off[FE_MAX_ARGS], tile_width; /* GPU: offsets of the j-variables in a tile row */
   LLVMValueRef j, jv;    /* current reduced index, as i64 and broadcast */
   LLVMValueRef jt;       /* GPU: index within the tile */

@@ -46,15 +46,14 @@ static LLVMValueRef shared(kb *K, LLVMTypeRef t) {
   return g;
 }
 
-static void entry(LLVMModuleRef m, LLVMValueRef fn) {
+static void entry(kb *K, LLVMValueRef fn) {
   LLVMSetFunctionCallConv(fn, LLVMPTXKernelCallConv);
-  keops_nvptx_launch_bound(m, fn, GPU_MAX_BLOCK);
+  keops_nvptx_launch_bound(K->L.M, fn, GPU_MAX_BLOCK);
 }
 
 static void attrs(LLVMModuleRef m, const kt_target *t, const fe_program *p) {
-  /* float32 flushes denormals, as CUDA's fast math: the f32 units then run at full rate */
-  int f32 = p->dtype == KEOPS_FLOAT32;
-  kg_target_attrs(m, t->cpu, t->features, f32 ? "denormal-fp-math-f32" : NULL, "preserve-sign,preserve-sign");
+  kg_target_attrs(m, t->cpu, t->features, gpu_ftz(p) ? "denormal-fp-math-f32" : NULL,
+                  "preserve-sign,preserve-sign");
 }
 
 /* LLVM warns on stderr, and ignores the processor, for an sm it does not know: ask first. */
@@ -68,7 +67,7 @@ static int check(const kt_target *t, kerr *e) {
   return -1;
 }
 
-static const kt_grid grid = {sreg, barrier, shared, 1, entry};
+static const kt_grid grid = {sreg, barrier, shared, 1, 0, entry};
 
 /* O3: the GPU loop benefits from unrolling, and PTX is made once per architecture. */
 const kt_isa kt_nvptx = {.name = "nvptx", .triple = "nvptx64-nvidia-cuda", .w32 = 1, .w64 = 1,

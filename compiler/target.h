@@ -30,11 +30,16 @@ typedef struct kt_grid {
   LLVMValueRef (*sreg)(kb *K, kt_sreg r);
   void (*barrier)(kb *K); /* every thread of the block, shared memory ordered */
   /* The block's dynamic shared memory as a pointer to elements of type t, made once per
-   * module (the pointer may be in another address space than the arguments). */
+   * kernel at the builder's position in its entry block (the pointer may be in another
+   * address space than the arguments). */
   LLVMValueRef (*shared)(kb *K, LLVMTypeRef t);
   unsigned global_as; /* address space of the kernel's pointer arguments */
-  /* Marks fn as a kernel entry point (calling convention, launch bound). */
-  void (*entry)(LLVMModuleRef m, LLVMValueRef fn);
+  /* Nonzero: every kernel takes one more pointer argument, last, that the hooks read their
+   * thread's indices from (K->gstate; the emulator's kt_emu_thread, emu.h). */
+  int thread_state;
+  /* Makes fn, whose body is complete, a kernel entry point (calling convention, launch bound
+   * GPU_MAX_BLOCK; the emulator's instrumentation and calling wrapper). */
+  void (*entry)(kb *K, LLVMValueRef fn);
 } kt_grid;
 
 typedef struct kt_isa {
@@ -71,6 +76,7 @@ struct kt_target {
 
 extern const kt_isa kt_avx512, kt_avx2, kt_generic; /* x86.c */
 extern const kt_isa kt_nvptx;                        /* nvptx.c */
+extern const kt_isa kt_gpuemu;                       /* emu.c: nvptx's kernels on the host */
 
 /* The host CPU's best target, or the one named by `name` ("host", or a CPU target's name;
  * NULL or "" = the KEOPS_TARGET environment variable, else host). A target the host cannot

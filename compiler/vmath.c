@@ -207,7 +207,8 @@ static const cset EXP_P = CSET(EXP_F, EXP_D);
 
 /* The target's shortcuts travel with the module as flags (one per shortcut, present when
  * allowed), so that vm_call needs no target argument and every function of a module agrees. */
-static const char *const MATH_FLAGS[] = {"keops.math.scalef", "keops.math.ex2_approx"};
+static const char *const MATH_FLAGS[] = {"keops.math.scalef", "keops.math.ex2_approx",
+                                         "keops.math.ex2_model"};
 
 void vm_set_math(LLVMModuleRef m, unsigned flags) {
   LLVMValueRef one = LLVMConstInt(LLVMInt32TypeInContext(LLVMGetModuleContext(m)), 1, 0);
@@ -891,6 +892,10 @@ static const struct {
 static LLVMValueRef ex2_approx(const vm *v, LLVMValueRef t) {
   static const char *const names[] = KEOPS_NVPTX_EX2_NAMES;
   if (v->dbl || v->lanes || !has_math(v, VM_MATH_EX2_APPROX)) return NULL;
+  if (has_math(v, VM_MATH_EX2_MODEL)) { /* libm's exp2f, its result flushed as .ftz does */
+    LLVMValueRef p = intr1(v, "llvm.exp2", t);
+    return sel(v, fcmp(v, LLVMRealOLT, fabs_(v, p), K(v, 0x1p-126)), K(v, 0.0), p);
+  }
   for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
     unsigned id = LLVMLookupIntrinsicID(names[k], strlen(names[k]));
     if (!id) continue;

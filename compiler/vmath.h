@@ -33,8 +33,11 @@ const uint64_t *vm_two_over_pi(unsigned *nwords);
 
 /* Target shortcuts (kt_isa.math), recorded in the module by vm_set_math before vm_call:
  *   VM_MATH_SCALEF      AVX-512's vscalef scales exp's result by 2^n in one rounding;
- *   VM_MATH_EX2_APPROX  PTX's ex2.approx.f32 computes float32 exp's 2^t (about 2-3 ulp). */
-enum { VM_MATH_SCALEF = 1, VM_MATH_EX2_APPROX = 2 };
+ *   VM_MATH_EX2_APPROX  PTX's ex2.approx.f32 computes float32 exp's 2^t (about 2-3 ulp);
+ *   VM_MATH_EX2_MODEL   with EX2_APPROX, on a host (the GPU emulator): ex2.approx.ftz as
+ *                       libm's exp2f with its result flushed to zero below 2^-126 (exp2f is
+ *                       within 1 ulp, the hardware 2: tests must allow the hardware's bound). */
+enum { VM_MATH_SCALEF = 1, VM_MATH_EX2_APPROX = 2, VM_MATH_EX2_MODEL = 4 };
 void vm_set_math(LLVMModuleRef m, unsigned flags);
 
 #endif

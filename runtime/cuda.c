@@ -306,7 +306,9 @@ static void trim(char *s) {
   while (n && (s[n - 1] == '\n' || s[n - 1] == ' ' || s[n - 1] == '\r')) s[--n] = '\0';
 }
 
-static keops_status cu_module_load(const char *ptx, rt_module **module, kerr *e) {
+static keops_status cu_module_load(const void *image, size_t size, rt_module **module, kerr *e) {
+  const char *ptx = image;
+  (void)size; /* the driver reads PTX up to its NUL */
   if (module) *module = NULL;
   if (!ptx || !module) {
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "cu_module_load: NULL argument");
@@ -474,6 +476,7 @@ static keops_status cu_stream_destroy(rt_stream *stream, kerr *e) {
 
 const rt_device cu_driver = {
     .name = "CUDA driver",
+    .image = RT_IMAGE_PTX,
     .load = cu_load,
     .count = cu_device_count,
     .info = cu_device_info,

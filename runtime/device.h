@@ -44,8 +44,15 @@ typedef struct rt_function rt_function; /* a kernel of a module; lives as long a
 typedef struct rt_stream rt_stream;     /* an ordered queue of device work; NULL: the default */
 typedef unsigned long long rt_dptr;     /* a device address; 0 is never a valid allocation */
 
+/* The code a device loads (rt_device.image). */
+enum {
+  RT_IMAGE_PTX,        /* PTX text (kt_nvptx's), JIT-compiled by the driver */
+  RT_IMAGE_HOST_OBJECT /* an object file of the host (kt_gpuemu's, compiler/emu.h's ABI) */
+};
+
 typedef struct rt_device {
   const char *name; /* the implementation, for people: "CUDA driver" */
+  int image;        /* RT_IMAGE_*: what module_load takes */
 
   /* ---- describe ---- */
   /* Opens the implementation, once per process; later calls return the same outcome and
@@ -67,10 +74,11 @@ typedef struct rt_device {
   void (*leave)(void);
 
   /* ---- modules ---- */
-  /* Loads NUL-terminated PTX text (the caller keeps it; it may be freed after the call) on
-   * the current device into *module, which the caller owns and releases with module_unload on
-   * the same device. On failure *module is NULL and the message ends with the JIT's log. */
-  keops_status (*module_load)(const char *ptx, rt_module **module, kerr *e);
+  /* Loads size bytes of code of the device's image kind (PTX: NUL-terminated text, size
+   * without the NUL) on the current device into *module, which the caller owns and releases
+   * with module_unload on the same device. The caller keeps image; it may be freed after the
+   * call. On failure *module is NULL and the message ends with the JIT's log. */
+  keops_status (*module_load)(const void *image, size_t size, rt_module **module, kerr *e);
   /* The kernel `name` of module into *fn (NULL on failure), valid until the module is
    * unloaded; nothing to release. */
   keops_status (*module_function)(rt_module *module, const char *name, rt_function **fn, kerr *e);

@@ -107,7 +107,7 @@ START_TEST(no_device_everywhere) {
   ck_assert(p == 0);
   rt_module *m = (rt_module *)1;
   kerr e5 = {0};
-  ck_assert_int_eq(cu->module_load(".version 7.8\n", &m, &e5), KEOPS_ERROR_NO_DEVICE);
+  ck_assert_int_eq(cu->module_load(".version 7.8\n", 13, &m, &e5), KEOPS_ERROR_NO_DEVICE);
   ck_assert_ptr_null(m);
   kerr e6 = {0};
   ck_assert_int_eq(cu->sync(NULL, &e6), KEOPS_ERROR_NO_DEVICE);
@@ -412,7 +412,7 @@ START_TEST(gpu_vadd) {
   OK(cu->enter(0, &e_));
   rt_module *mod = NULL;
   rt_function *fn = NULL;
-  OK(cu->module_load(test_ptx, &mod, &e_));
+  OK(cu->module_load(test_ptx, strlen(test_ptx), &mod, &e_));
   OK(cu->module_function(mod, "vadd", &fn, &e_));
   run_vadd(fn, 1000);
   kerr e = {0};
@@ -434,7 +434,7 @@ START_TEST(gpu_big_shared) {
   OK(cu->enter(0, &e_));
   rt_module *mod = NULL;
   rt_function *fn = NULL;
-  OK(cu->module_load(test_ptx, &mod, &e_));
+  OK(cu->module_load(test_ptx, strlen(test_ptx), &mod, &e_));
   OK(cu->module_function(mod, "shtest", &fn, &e_));
   enum { B = 256 };
   unsigned long long dout;
@@ -468,7 +468,7 @@ START_TEST(gpu_bad_ptx) {
                             ".visible .entry k()\n{\n  this is not an instruction;\n  ret;\n}\n";
   rt_module *mod = (rt_module *)1;
   kerr e = {0};
-  keops_status st = cu->module_load(bad, &mod, &e);
+  keops_status st = cu->module_load(bad, strlen(bad), &mod, &e);
   ck_assert_msg(st == KEOPS_ERROR_DEVICE || st == KEOPS_ERROR_COMPILE, "%d: %s", st, e.msg);
   ck_assert_ptr_null(mod);
   ck_assert_msg(!strncmp(e.msg, "cuModuleLoadDataEx failed: CUDA_ERROR_", 38), "%s", e.msg);
@@ -478,7 +478,7 @@ START_TEST(gpu_bad_ptx) {
   printf("test_cuda: broken PTX -> %s\n", e.msg);
   /* and the context still loads good PTX */
   rt_function *fn = NULL;
-  OK(cu->module_load(test_ptx, &mod, &e_));
+  OK(cu->module_load(test_ptx, strlen(test_ptx), &mod, &e_));
   OK(cu->module_function(mod, "vadd", &fn, &e_));
   run_vadd(fn, 33);
   OK(cu->module_unload(mod, &e_));
@@ -496,7 +496,7 @@ START_TEST(gpu_out_of_memory) {
   ck_assert_msg(strstr(e.msg, "cuMemAlloc_v2 failed: CUDA_ERROR_OUT_OF_MEMORY"), "%s", e.msg);
   rt_module *mod = NULL;
   rt_function *fn = NULL;
-  OK(cu->module_load(test_ptx, &mod, &e_));
+  OK(cu->module_load(test_ptx, strlen(test_ptx), &mod, &e_));
   OK(cu->module_function(mod, "vadd", &fn, &e_));
   run_vadd(fn, 4097);
   OK(cu->module_unload(mod, &e_));
@@ -524,7 +524,7 @@ START_TEST(gpu_threads) {
   OK(cu->enter(0, &e_));
   rt_module *mod = NULL;
   rt_function *fn = NULL;
-  OK(cu->module_load(test_ptx, &mod, &e_));
+  OK(cu->module_load(test_ptx, strlen(test_ptx), &mod, &e_));
   OK(cu->module_function(mod, "vadd", &fn, &e_));
   enum { T = 6 };
   pthread_t th[T];
