@@ -16,7 +16,7 @@
 
 #define B (K->L.bld)
 
-enum { P_NROWS, P_J0, P_J1, P_PARTIAL, P_ARGS };
+enum { P_NROWS, P_J0, P_J1, P_NSLICE, P_PARTIAL, P_ARGS };
 
 typedef struct gk {
   kb K;
@@ -24,6 +24,7 @@ typedef struct gk {
   LLVMValueRef row, valid, by, nrows;
   LLVMValueRef out[2];
   LLVMValueRef partial;
+  LLVMValueRef pbase; /* where put_partial writes the row's state (doubles) */
 } gk;
 
 static LLVMValueRef sreg(gk *G, kt_sreg r) {
@@ -47,23 +48,28 @@ static LLVMValueRef load_var(lw *L, int pos, int cat, int c, int u) {
   return kg_load(K, L->T, kg_gep(K, L->T, K->arg[pos], at), kg_tsize(K));
 }
 
-/* The kernel's sinks: a row's outputs (kg_row_sink), or in partial mode its state at
- * partial + (blockIdx.y * nrows + row) * state, the layout kg_combine_row reads. */
+/* The kernel's sinks: a row's outputs (kg_row_sink), or in partial mode its state, red.c's
+ * layout of p->state doubles at G->pbase: in global memory for the combine kernel, in shared
+ * memory for the block's first slice. */
 static void put_partial(kb *K, const kg_sink *o, int kind, LLVMValueRef c, int u, LLVMValueRef lane,
                         LLVMValueRef v) {
   gk *G = (gk *)K;
   (void)o, (void)kind, (void)u, (void)lane; /* one row a thread; indices stored as doubles */
-  LLVMValueRef at = LLVMBuildMul(B, LLVMBuildAdd(B, LLVMBuildMul(B, G->by, G->nrows, ""), G->row, ""),
-                                 kg_i64(K, K->p->state), "");
-  LLVMTypeRef dt = LLVMDoubleTypeInContext(K->L.C);
-  kg_store(K, v, kg_gep(K, dt, G->partial, LLVMBuildAdd(B, at, c, "")), 8);
+  kg_store(K, v, kg_gep(K, LLVMDoubleTypeInContext(K->L.C), G->pbase, c), 8);
 }
 
-/* Stages the j-variables of j-range [t, t + blockDim) (clipped to jend) into the tile. */
-static void stage_tile(gk *G, LLVMValueRef t, LLVMValueRef jend, LLVMValueRef tid) {
+/* The state of slot q (>= 0) of a row's slices in shared memory. */
+static LLVMValueRef slice_state(gk *G, LLVMValueRef q, LLVMValueRef R, LLVMValueRef r) {
+  kb *K = &G->K;
+  LLVMValueRef at = LLVMBuildMul(B, LLVMBuildAdd(B, LLVMBuildMul(B, q, R, ""), r, ""), kg_i64(K, K->p->state), "");
+  return kg_gep(K, LLVMDoubleTypeInContext(K->L.C), K->tile, at);
+}
+
+/* Stages the j-variables of j = t + r (when below jend) into tile row tid. */
+static void stage_tile(gk *G, LLVMValueRef t, LLVMValueRef r, LLVMValueRef jend, LLVMValueRef tid) {
   kb *K = &G->K;
   const fe_program *p = K->p;
-  LLVMValueRef jj = LLVMBuildAdd(B, t, tid, "");
+  LLVMValueRef jj = LLVMBuildAdd(B, t, r, "");
   LLVMBasicBlockRef load_bb = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "stage");
   LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "staged");
   LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntSLT, jj, jend, ""), load_bb, done);
@@ -83,6 +89,10 @@ static void stage_tile(gk *G, LLVMValueRef t, LLVMValueRef jend, LLVMValueRef ti
   LLVMPositionBuilderAtEnd(B, done);
 }
 
+/* Block = R rows x S slices (S = nslice, a power of two dividing blockDim): thread
+ * tid = s * R + r reduces row blockIdx.x * R + r over slice s of the block's j-range, the
+ * slices' tiles side by side in shared memory; then slices 1..S-1 leave their states in
+ * shared memory and slice 0 merges them in order, so few rows still fill the block. */
 static void build_body(gk *G, LLVMValueRef *params) {
   kb *K = &G->K;
   const fe_program *p = K->p;
@@ -90,19 +100,24 @@ static void build_body(gk *G, LLVMValueRef *params) {
   G->partial = params[P_PARTIAL];
   for (int pos = 0; pos < p->args.n; pos++) K->arg[pos] = params[P_ARGS + pos];
   for (int o = 0; o < p->nout; o++) G->out[o] = params[P_ARGS + p->args.n + o];
-  LLVMValueRef tid = sreg(G, KT_TID_X), bdim = sreg(G, KT_NTID_X);
-  LLVMValueRef i = LLVMBuildAdd(B, LLVMBuildMul(B, sreg(G, KT_CTAID_X), bdim, ""), tid, "");
+  LLVMValueRef tid = sreg(G, KT_TID_X), bdim = sreg(G, KT_NTID_X), S = params[P_NSLICE];
+  LLVMValueRef R = LLVMBuildUDiv(B, bdim, S, "rows"), r = LLVMBuildURem(B, tid, R, ""), s = LLVMBuildUDiv(B, tid, R, "");
+  LLVMValueRef i = LLVMBuildAdd(B, LLVMBuildMul(B, sreg(G, KT_CTAID_X), R, ""), r, "");
   G->by = sreg(G, KT_CTAID_Y);
   LLVMValueRef gy = sreg(G, KT_NCTAID_Y);
   G->valid = LLVMBuildICmp(B, LLVMIntSLT, i, G->nrows, "");
   /* threads past the last row still stage tiles and meet the barriers; they compute on the
    * last row and write nothing */
   G->row = LLVMBuildSelect(B, G->valid, i, LLVMBuildSub(B, G->nrows, kg_i64(K, 1), ""), "");
+  LLVMValueRef one = kg_i64(K, 1);
+  /* the block's chunk of [j0, j1) (blockIdx.y of gridDim.y), then this slice's */
   LLVMValueRef j0 = params[P_J0], j1 = params[P_J1];
-  LLVMValueRef len = LLVMBuildSub(B, j1, j0, "");
-  LLVMValueRef chunk = LLVMBuildSDiv(B, LLVMBuildAdd(B, len, LLVMBuildSub(B, gy, kg_i64(K, 1), ""), ""), gy, "");
+  LLVMValueRef chunk = LLVMBuildSDiv(B, LLVMBuildAdd(B, LLVMBuildSub(B, j1, j0, ""), LLVMBuildSub(B, gy, one, ""), ""), gy, "");
   LLVMValueRef jb0 = kg_smin(K, LLVMBuildAdd(B, j0, LLVMBuildMul(B, G->by, chunk, ""), ""), j1);
   LLVMValueRef jb1 = kg_smin(K, LLVMBuildAdd(B, jb0, chunk, ""), j1);
+  LLVMValueRef c = LLVMBuildSDiv(B, LLVMBuildAdd(B, LLVMBuildSub(B, jb1, jb0, ""), LLVMBuildSub(B, S, one, ""), ""), S, "");
+  LLVMValueRef js0 = kg_smin(K, LLVMBuildAdd(B, jb0, LLVMBuildMul(B, s, c, ""), ""), jb1);
+  LLVMValueRef js1 = kg_smin(K, LLVMBuildAdd(B, js0, c, ""), jb1);
 
   kg_state_alloc(K);
   kg_kheap_alloca(K);
@@ -110,21 +125,52 @@ static void build_body(gk *G, LLVMValueRef *params) {
   lw_level_prepare(&K->L, LV_I, 0);
   kg_init(K, 0);
   kg_loop lt, lk;
-  LLVMValueRef t = kg_loop_begin(K, &lt, jb0, jb1);
-  stage_tile(G, t, jb1, tid);
+  /* every slice runs the same number of rounds (c / R), so all meet every barrier */
+  LLVMValueRef t = kg_loop_begin(K, &lt, kg_i64(K, 0), c);
+  LLVMValueRef jt0 = LLVMBuildAdd(B, js0, t, "");
+  stage_tile(G, jt0, r, js1, tid);
   G->grid->barrier(K);
-  LLVMValueRef n = kg_smin(K, bdim, LLVMBuildSub(B, jb1, t, ""));
-  K->jt = kg_loop_begin(K, &lk, kg_i64(K, 0), n);
-  K->j = K->jv = LLVMBuildAdd(B, t, K->jt, "");
+  LLVMValueRef n = kg_smin(K, R, LLVMBuildSub(B, js1, jt0, ""));
+  LLVMValueRef q = kg_loop_begin(K, &lk, kg_i64(K, 0), n);
+  K->jt = LLVMBuildAdd(B, LLVMBuildMul(B, s, R, ""), q, "");
+  K->j = K->jv = LLVMBuildAdd(B, jt0, q, "");
   lw_level_prepare(&K->L, LV_J, 0);
   lw_level_prepare(&K->L, LV_IJ, 0);
   LLVMValueRef *f = lw_vec(&K->L, p->f, 0);
   if (f) kg_accumulate(K, 0, f);
-  kg_loop_end(K, &lk, kg_i64(K, 1));
+  kg_loop_end(K, &lk, one);
   if (kg_needs_flush(p)) kg_flush_block(K, 0);
   G->grid->barrier(K); /* the tile is overwritten next */
-  kg_loop_end(K, &lt, bdim);
+  kg_loop_end(K, &lt, R);
 
+  kg_sink sf = kg_row_sink(G->out, G->row), sp = {.put = put_partial, .partial = 1};
+  LLVMBasicBlockRef merge = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "slices");
+  LLVMBasicBlockRef leave = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "leave");
+  LLVMBasicBlockRef merged = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "merge");
+  LLVMBasicBlockRef out = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "out");
+  LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntSGT, S, one, ""), merge, out);
+  LLVMPositionBuilderAtEnd(B, merge); /* uniform: S is the launch's */
+  LLVMValueRef first = LLVMBuildICmp(B, LLVMIntEQ, s, kg_i64(K, 0), "");
+  LLVMBasicBlockRef wait = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "wait");
+  LLVMBuildCondBr(B, first, wait, leave);
+  LLVMPositionBuilderAtEnd(B, leave);
+  G->pbase = slice_state(G, LLVMBuildSub(B, s, one, ""), R, r);
+  kg_finalize(K, 0, &sp);
+  LLVMBuildBr(B, wait);
+  LLVMPositionBuilderAtEnd(B, wait);
+  G->grid->barrier(K);
+  LLVMBasicBlockRef gather = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "gather");
+  LLVMBuildCondBr(B, first, gather, merged);
+  LLVMPositionBuilderAtEnd(B, gather);
+  kg_loop lm;
+  LLVMValueRef m = kg_loop_begin(K, &lm, one, S);
+  kg_state_merge(K, 0, slice_state(G, LLVMBuildSub(B, m, one, ""), R, r));
+  kg_loop_end(K, &lm, one);
+  LLVMBuildBr(B, out);
+  LLVMPositionBuilderAtEnd(B, merged);
+  LLVMBuildRetVoid(B); /* slices 1.. are done */
+
+  LLVMPositionBuilderAtEnd(B, out);
   LLVMBasicBlockRef fin = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "finalize");
   LLVMBasicBlockRef part = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "partial");
   LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "done");
@@ -133,10 +179,12 @@ static void build_body(gk *G, LLVMValueRef *params) {
   LLVMPositionBuilderAtEnd(B, write);
   LLVMBuildCondBr(B, LLVMBuildIsNull(B, G->partial, ""), fin, part);
   LLVMPositionBuilderAtEnd(B, fin);
-  kg_sink sf = kg_row_sink(G->out, G->row), sp = {.put = put_partial, .partial = 1};
   kg_finalize(K, 0, &sf);
   LLVMBuildBr(B, done);
   LLVMPositionBuilderAtEnd(B, part);
+  LLVMValueRef at = LLVMBuildMul(B, LLVMBuildAdd(B, LLVMBuildMul(B, G->by, G->nrows, ""), G->row, ""),
+                                 kg_i64(K, p->state), "");
+  G->pbase = kg_gep(K, LLVMDoubleTypeInContext(K->L.C), G->partial, at);
   kg_finalize(K, 0, &sp);
   LLVMBuildBr(B, done);
   LLVMPositionBuilderAtEnd(B, done);

@@ -12,12 +12,16 @@
 #define GPU_MAX_HEAP 16384 /* bytes of K-min heap per thread (local memory) */
 
 /* The kernel ABI:
- *   void fname(i64 nrows, i64 j0, i64 j1, double *partial, T *arg_0 .. arg_{n-1}, out_0 [, out_1])
- * launched on ceil(nrows / blockDim.x) x nsplit blocks. Thread i = blockIdx.x * blockDim.x +
- * threadIdx.x reduces row i over the block's j-range: [j0, j1) split in gridDim.y equal
- * chunks. With partial == NULL (gridDim.y must be 1) it writes the row's outputs; otherwise
- * the row's red.c state (doubles) at partial + (blockIdx.y * nrows + i) * state. Dynamic
- * shared memory: blockDim.x * p->red_width elements of the dtype. The second kernel,
+ *   void fname(i64 nrows, i64 j0, i64 j1, i64 nslice, double *partial, T *arg_0 .. arg_{n-1},
+ *              out_0 [, out_1])
+ * launched on ceil(nrows / R) x nsplit blocks of blockDim.x = R * nslice threads (nslice a
+ * power of two dividing blockDim.x). Thread tid = s * R + r reduces row
+ * i = blockIdx.x * R + r over slice s of the block's j-range: [j0, j1) is split in gridDim.y
+ * equal chunks, a block's chunk in nslice equal slices. The slices' states merge in order in
+ * shared memory; then, with partial == NULL (gridDim.y must be 1), the row's outputs are
+ * written, otherwise the row's red.c state (doubles) at partial + (blockIdx.y * nrows + i) *
+ * state. Dynamic shared memory: the larger of blockDim.x * p->red_width elements of the dtype
+ * (the tiles) and (nslice - 1) * R * p->state doubles (the slices' states). The second kernel,
  *   void keops_combine(i64 nrows, i64 nsplit, double *partial, out_0 [, out_1])
  * merges each row's nsplit states in order and writes its outputs, one thread per row. */
 /* Float32 kernels flush denormals to zero (inputs, results, intermediates): the GPU's f32

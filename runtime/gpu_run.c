@@ -160,26 +160,45 @@ static unsigned block_size(const fe_program *p, const rt_device_info *d, size_t 
   return bs;
 }
 
-static keops_status launch(run *r, rt_gpu_code *c, unsigned bs, unsigned shared, unsigned nsplit,
-                           kerr *e) {
+/* Slices per row (gpu.h), a power of two dividing bs: doubled while the rows leave the device
+ * short of `want` blocks, each slice keeps at least 64 j's, and the slices' states fit in
+ * the shared memory a block has without opting in. *shared grows to hold those states. */
+static unsigned slice_count(const run *r, unsigned bs, int64_t want, unsigned *shared) {
+  size_t state = (size_t)r->p->state * sizeof(double);
+  unsigned S = 1;
+  for (unsigned S2 = 2; S2 <= bs && bs % S2 == 0; S2 *= 2) {
+    int64_t R = bs / S;
+    if ((r->rows + R - 1) / R >= want || r->nred / S2 < 64 ||
+        (size_t)(S2 - 1) * (bs / S2) * state > (size_t)r->info->max_shared_per_block)
+      break;
+    S = S2;
+  }
+  size_t merge = (size_t)(S - 1) * (bs / S) * state;
+  if (merge > *shared) *shared = (unsigned)merge;
+  return S;
+}
+
+static keops_status launch(run *r, rt_gpu_code *c, unsigned bs, unsigned shared, unsigned nslice,
+                           unsigned nsplit, kerr *e) {
   const fe_program *p = r->p;
-  int64_t j0 = 0, j1 = r->nred;
-  void *params[4 + FE_MAX_ARGS + 2];
+  int64_t j0 = 0, j1 = r->nred, S = nslice, R = bs / nslice;
+  void *params[5 + FE_MAX_ARGS + 2];
   int np = 0;
   params[np++] = &r->rows;
   params[np++] = &j0;
   params[np++] = &j1;
+  params[np++] = &S;
   params[np++] = &r->partial;
   for (int pos = 0; pos < p->args.n; pos++) params[np++] = &r->in[pos];
   for (int o = 0; o < p->nout; o++) params[np++] = &r->out[o];
-  unsigned grid[3] = {(unsigned)((r->rows + bs - 1) / bs), nsplit, 1}, block[3] = {bs, 1, 1};
+  unsigned grid[3] = {(unsigned)((r->rows + R - 1) / R), nsplit, 1}, block[3] = {bs, 1, 1};
   return r->dev->launch(c->fn, grid, block, shared, r->stream, params, e);
 }
 
-/* Small row counts: split j so that the device gets about 4 blocks per SM (half of what an
- * SM of 2048 threads holds at 256 threads a block: enough to hide latency). */
-static unsigned split_count(const run *r, unsigned bs) {
-  int64_t blocks = (r->rows + bs - 1) / bs, want = 4 * (int64_t)r->info->sm_count;
+/* Small row counts: split j across blocks too, so that the device gets about `want` blocks,
+ * rows per block R. */
+static unsigned split_count(const run *r, unsigned bs, int64_t R, int64_t want) {
+  int64_t blocks = (r->rows + R - 1) / R;
   if (blocks >= want || r->nred < 4 * (int64_t)bs) return 1;
   int64_t s = (want + blocks - 1) / blocks, cap = r->nred / (4 * (int64_t)bs);
   s = s < cap ? s : cap;
@@ -275,11 +294,15 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
       kerr_set(e, rc, "the j-variables (%d values per j) do not fit in %s's shared memory",
                p->red_width, info.name);
     }
-    unsigned nsplit = rc == KEOPS_OK ? split_count(&r, bs) : 1;
+    /* about 4 blocks per SM: half of what an SM of 2048 threads holds at 256 threads a block,
+     * enough to hide latency */
+    int64_t want = 4 * (int64_t)info.sm_count;
+    unsigned nslice = rc == KEOPS_OK ? slice_count(&r, bs, want, &shared) : 1;
+    unsigned nsplit = rc == KEOPS_OK ? split_count(&r, bs, bs / nslice, want) : 1;
     if (rc == KEOPS_OK && nsplit > 1) {
       rc = dev->alloc(sizeof(double) * nsplit * (size_t)r.rows * (size_t)p->state, &r.partial, e);
     }
-    if (rc == KEOPS_OK) rc = launch(&r, c, bs, shared, nsplit, e);
+    if (rc == KEOPS_OK) rc = launch(&r, c, bs, shared, nslice, nsplit, e);
     if (rc == KEOPS_OK && nsplit > 1) rc = combine(&r, c, bs, nsplit, e);
     if (rc == KEOPS_OK && !devp)
       for (int q = 0; rc == KEOPS_OK && q < p->nout; q++)

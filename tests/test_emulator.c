@@ -270,7 +270,7 @@ START_TEST(generated_code_is_checked) {
   free(obj);
   const rt_emu_function *f;
   OK(rt_emu_module_function(m, "keops_kernel", &f, &e_));
-  ck_assert_uint_eq(f->info.nparams, 4 + 2 + 1);
+  ck_assert_uint_eq(f->info.nparams, 5 + 2 + 1);
   ck_assert_uint_eq(f->info.maxntid, GPU_MAX_BLOCK);
   ck_assert_uint_eq(f->info.ftz, 1);
   kerr none;
@@ -283,21 +283,29 @@ START_TEST(generated_code_is_checked) {
   float x[2 * M], y[2 * N], out[M];
   for (int q = 0; q < 2 * M; q++) x[q] = (float)(q % 5);
   for (int q = 0; q < 2 * N; q++) y[q] = (float)(q % 3);
-  int64_t rows = M, j0 = 0, j1 = N;
+  int64_t rows = M, j0 = 0, j1 = N, nslice = 1;
   void *partial = NULL, *px = x, *py = y, *po = out;
-  void *params[7] = {&rows, &j0, &j1, &partial, &px, &py, &po};
+  void *params[8] = {&rows, &j0, &j1, &nslice, &partial, &px, &py, &po};
   rt_emu_launch l = {f, {1, 1, 1}, {64, 1, 1}, 64 * 2 * 4, 48 << 10, 1024, params, refuse_out, out};
+  size_t merge = (size_t)3 * 16 * (size_t)p->state * 8; /* gpu.h: 4 slices of 16 rows */
   kerr_clear(&e);
   /* refuse_out refuses out[0..3): the store of row 0 must be checked and refused */
   ck_assert_int_eq(rt_emu_run(&l, &e), KEOPS_ERROR_DEVICE);
   ck_assert_msg(strstr(e.msg, "keops_kernel: thread 0 of block (0, 0, 0) stores 4 bytes"), "%s", e.msg);
   l.global_ok = NULL;
-  OK(rt_emu_run(&l, &e_));
-  for (int i = 0; i < M; i++) {
-    double want = 0;
-    for (int j = 0; j < N; j++)
-      want += (x[2 * i] - y[2 * j]) * (x[2 * i] - y[2 * j]) + (x[2 * i + 1] - y[2 * j + 1]) * (x[2 * i + 1] - y[2 * j + 1]);
-    ck_assert_msg(out[i] == (float)want, "row %d: %g, want %g", i, (double)out[i], want);
+  /* one slice per row, then 4 slices of 16 rows a block merging their states in shared memory
+   * (the race checks watch the merge) */
+  for (nslice = 1; nslice <= 4; nslice *= 4) {
+    l.grid[0] = nslice == 1 ? 1 : (M + 15) / 16;
+    l.shared_bytes = nslice == 1 || merge < 64 * 2 * 4 ? 64 * 2 * 4 : (unsigned)merge;
+    memset(out, 0, sizeof out);
+    OK(rt_emu_run(&l, &e_));
+    for (int i = 0; i < M; i++) {
+      double want = 0;
+      for (int j = 0; j < N; j++)
+        want += (x[2 * i] - y[2 * j]) * (x[2 * i] - y[2 * j]) + (x[2 * i + 1] - y[2 * j + 1]) * (x[2 * i + 1] - y[2 * j + 1]);
+      ck_assert_msg(out[i] == (float)want, "%d slices, row %d: %g, want %g", (int)nslice, i, (double)out[i], want);
+    }
   }
   rt_emu_module_unload(m);
   fe_free(p);
