@@ -14,6 +14,11 @@ static void row_put(kb *K, const kg_sink *s, int kind, LLVMValueRef c, int u, LL
   kg_store(K, v, kg_gep(K, et, s->out[o], at), kind == KG_IDX ? 8 : kg_tsize(K));
 }
 
+void kg_combine_types(kb *K) {
+  kg_types(K, 1, 1, 1);
+  K->AT = K->AVT = LLVMDoubleTypeInContext(K->L.C);
+}
+
 kg_sink kg_row_sink(const LLVMValueRef *outs, LLVMValueRef row) {
   kg_sink s = {.put = row_put, .row = row, .out = {outs[0], outs[1]}};
   return s;

@@ -224,7 +224,7 @@ static void build_combine(const fe_program *p, const kt_target *t, LLVMModuleRef
   K.L.M = m;
   K.L.bld = bld;
   K.L.err = e;
-  kg_types(&K, 1, 1, 1);
+  kg_combine_types(&K);
   LLVMTypeRef ps[7] = {K.i64, K.i64, K.i64, K.i64, K.ptr, K.ptr, K.ptr};
   char name[128];
   snprintf(name, sizeof name, "%s_combine", fname);

@@ -197,6 +197,7 @@ static void build_body(gk *G, LLVMValueRef *params) {
 static LLVMValueRef build_combine(gk *G) {
   kb *K = &G->K;
   const fe_program *p = K->p;
+  kg_combine_types(K);
   LLVMTypeRef g = LLVMPointerTypeInContext(K->L.C, G->grid->global_as);
   LLVMTypeRef ps[3 + 2 + 1] = {K->i64, K->i64, g, g, g, g};
   unsigned np = (unsigned)(3 + p->nout);

@@ -155,6 +155,10 @@ LLVMValueRef kg_any_lane(kb *K, LLVMValueRef c); /* an i1 vector has a set lane 
  * of `row` in order and finalizes into row `row` of the outputs (kg_row_sink). */
 void kg_combine_row(kb *K, LLVMValueRef row, LLVMValueRef nrows, LLVMValueRef nsplit,
                     LLVMValueRef partial, const kg_sink *out);
+/* The combine step's types (before kg_state_alloc): one row, one lane, and accumulators in
+ * double whatever the dtype, since the partial states are doubles (float32 partial sums
+ * rounded to float before they add would lose what the split kept). */
+void kg_combine_types(kb *K);
 /* A sink writing finalized values to row `row` of the user's outputs outs[0] (and outs[1]
  * when the reduction has two; outs has two entries). */
 kg_sink kg_row_sink(const LLVMValueRef *outs, LLVMValueRef row);

@@ -34,6 +34,10 @@ static void describe_gpu(keops_context *ctx) {
   size_t sz = sizeof ctx->describe[0];
   if (ctx->dev->load(&e) || ctx->dev->count(&n, &e) || ctx->dev->info(0, &d, &e))
     snprintf(s, sz, "GPU: none usable (%.120s)", e.msg);
+  else if (ctx->dev->image == RT_IMAGE_HOST_OBJECT)
+    snprintf(s, sz, "GPU emulator (KEOPS_GPU=emulator: %d devices shaped as compute capability %d.%d "
+             "with %d SMs; kernels run on the host, so timings are not GPU timings)", n, d.cc_major,
+             d.cc_minor, d.sm_count);
   else
     snprintf(s, sz, "GPU (%d device%s; device 0: %.60s, compute capability %d.%d, %d SMs)", n,
              n > 1 ? "s" : "", d.name, d.cc_major, d.cc_minor, d.sm_count);

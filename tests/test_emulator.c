@@ -312,6 +312,40 @@ START_TEST(generated_code_is_checked) {
 }
 END_TEST
 
+/* keops_combine adds float32 partial sums in double: 2^24 + 1 + 1 is 2^24 + 2 (in float it
+ * would stay 2^24, each 1 rounding away). */
+START_TEST(combine_adds_in_double) {
+  const char *const al[] = {"x = Vj(1)"};
+  keops_kernel_desc d = {.formula = "x", .aliases = al, .n_aliases = 1, .axis = 1, .sum_scheme = KEOPS_SUM_DIRECT};
+  kerr e;
+  kerr_clear(&e);
+  fe_program *p = fe_build(&d, &e);
+  ck_assert_msg(p, "%s", e.msg);
+  ck_assert_int_eq(p->state, 1);
+  kt_target host, t;
+  ck_assert(!kt_pick(&host, "host", &e));
+  kt_set(&t, &kt_gpuemu, host.cpu, host.features);
+  size_t len;
+  char *obj = kt_compile(p, &t, "keops_kernel", KC_OBJ, &len, &e);
+  ck_assert_msg(obj, "%s", e.msg);
+  rt_emu_module *m;
+  OK(rt_emu_module_load(obj, len, &m, &e_));
+  free(obj);
+  const rt_emu_function *f;
+  OK(rt_emu_module_function(m, "keops_combine", &f, &e_));
+  double partial[3] = {0x1p24, 1, 1};
+  float out = 0;
+  int64_t rows = 1, nsplit = 3;
+  void *pp = partial, *po = &out;
+  void *params[4] = {&rows, &nsplit, &pp, &po};
+  rt_emu_launch l = {f, {1, 1, 1}, {32, 1, 1}, 0, 48 << 10, 1024, params, NULL, NULL};
+  OK(rt_emu_run(&l, &e_));
+  ck_assert_msg(out == 0x1p24f + 2, "combined %.1f, want 2^24 + 2", (double)out);
+  rt_emu_module_unload(m);
+  fe_free(p);
+}
+END_TEST
+
 /* ---- the emulated device ----------------------------------------------------------------------- */
 
 static const rt_device *const dv = &rt_emu_device;
@@ -386,6 +420,7 @@ int main(void) {
   tcase_add_test(tc, launch_limits);
   tcase_add_test(tc, float32_flushes_denormals);
   tcase_add_test(tc, generated_code_is_checked);
+  tcase_add_test(tc, combine_adds_in_double);
   tcase_add_test(tc, device_memory_and_streams);
   tcase_add_test(tc, queued_launch_errors_surface_at_sync);
   suite_add_tcase(s, tc);

@@ -36,7 +36,8 @@ static const char usage_text[] =
     "  --emit=llvm-opt    the CPU kernel's LLVM IR after the optimisation pipeline\n"
     "  --emit=asm         the CPU kernel's assembly for the target\n"
     "  --target=T         CPU target of llvm/llvm-opt/asm: host (default, or $KEOPS_TARGET),\n"
-    "                     avx512, avx2, generic\n"
+    "                     avx512, avx2, generic; or gpuemu, the GPU kernel as the GPU\n"
+    "                     emulator runs it (KEOPS_GPU=emulator) on this host\n"
     "  --emit=ptx         the GPU kernel's PTX (no GPU or CUDA toolkit needed)\n"
     "  --emit=nvvm        the GPU kernel's LLVM IR (nvptx64) as generated\n"
     "  --gpu-arch=sm_XY   GPU architecture of ptx/nvvm (default sm_80), with --ptx=N.M the PTX\n"
@@ -341,7 +342,14 @@ static int emit_code(const fe_program *p, enum emit e, const char *target) {
   char *code = NULL;
   size_t n = 0;
   kc_out out = e == EMIT_ASM ? KC_ASM : e == EMIT_LLVM ? KC_IR : KC_IR_OPT;
-  if (!kt_pick(&t, target, &err) && (code = kt_compile(p, &t, "keops_kernel", out, &n, &err)))
+  /* gpuemu: the GPU kernel as the emulator runs it (gpu.c's, for this host) */
+  int emu = target && !strcmp(target, "gpuemu");
+  if (!kt_pick(&t, emu ? "host" : target, &err)) {
+    kt_target host = t;
+    if (emu) kt_set(&t, &kt_gpuemu, host.cpu, host.features);
+    code = kt_compile(p, &t, "keops_kernel", out, &n, &err);
+  }
+  if (code)
     fwrite(code, 1, n, stdout);
   free(code);
   if (err.status == KEOPS_OK) return 0;
