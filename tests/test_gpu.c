@@ -339,6 +339,44 @@ START_TEST(nan_inf) {
 }
 END_TEST
 
+/* The documented float32 difference (README): the GPU flushes denormals, the CPU keeps them.
+ * Sum_j [Sign(x_i), Exp(x_i)] * y_j with x = {1e-40, -1e-40, -100, 1}, y = 1 (3 j's): the GPU
+ * reads the denormals as 0 (Sign 0, Exp 1) and Exp(-100) underflows to 0; the CPU gives
+ * Sign +-1 and 3 Exp(-100) = 1.1e-43 (a denormal). Float64 agrees (1e-40 is a normal double). */
+START_TEST(float32_denormals) {
+  if (dry) return;
+  const char *const al[] = {"x = Vi(1)", "y = Vj(1)"};
+  const double xs[4] = {1e-40, -1e-40, -100, 1}, ys[3] = {1, 1, 1};
+  for (int f64 = 0; f64 < 2; f64++) {
+    keops_kernel_desc d = {.formula = "Concat(Sign(x), Exp(x))*y", .aliases = al, .n_aliases = 2, .axis = 1,
+                           .dtype = f64 ? KEOPS_FLOAT64 : KEOPS_FLOAT32};
+    keops_kernel *k = make(&d);
+    void *x = tu_to_dtype(xs, 4, d.dtype), *y = tu_to_dtype(ys, 3, d.dtype);
+    for (int gpu = 0; gpu < 2; gpu++) {
+      double o64[8];
+      float o32[8];
+      void *args[2] = {x, y}, *outs[1] = {f64 ? (void *)o64 : (void *)o32};
+      keops_run_options cpu = {.backend = KEOPS_BACKEND_CPU};
+      keops_status st = gpu ? gpu_run(k, 4, 3, args, outs, 0, 0)
+                            : keops_kernel_run(k, 4, 3, (const void *const *)args, outs, &cpu);
+      ck_assert_msg(st == KEOPS_OK, "%s", keops_last_error());
+      for (int q = 0; q < 4; q++) {
+        double sign = gpu && !f64 && q < 2 ? 0 : q == 0 || q == 3 ? 1 : -1;
+        double ex = gpu && !f64 && q < 2 ? 1 : gpu && !f64 && q == 2 ? 0 : exp(f64 ? xs[q] : (float)xs[q]);
+        double got_s = f64 ? o64[2 * q] : o32[2 * q], got_e = f64 ? o64[2 * q + 1] : o32[2 * q + 1];
+        ck_assert_msg(got_s == 3 * sign, "%s %s row %d: Sign sum %g, want %g", mx_dtype_name(d.dtype),
+                      gpu ? "GPU" : "CPU", q, got_s, 3 * sign);
+        double tol = (f64 ? 1e-15 : 1e-6) * 3 * ex + (f64 ? 0 : 4 * 0x1p-149); /* denormals: 2^-149 apart */
+        ck_assert_msg(fabs(got_e - 3 * ex) <= tol, "%s %s row %d: Exp sum %g, want %g",
+                      mx_dtype_name(d.dtype), gpu ? "GPU" : "CPU", q, got_e, 3 * ex);
+      }
+    }
+    free(x), free(y);
+    keops_kernel_destroy(k);
+  }
+}
+END_TEST
+
 /* KMin rows with K = 10 over 4 reduced indices (entries 4..9: +inf and -1), and ties: integers
  * in [-1, 1] (a third of the values tie at each level) on sizes across the block size (1, 33,
  * 255, 257, 1100): the smaller index wins, ArgKMin lists tied indices in increasing order. */
@@ -565,6 +603,7 @@ static int run_pass(const char *impl, int *checks) {
     tcase_add_loop_test(ed, k_over_n_and_ties, 0, 4 * n_ecases);
     if (!emulated) tcase_add_loop_test(ed, more_than_2_31_pairs, 0, 4);
     tcase_add_test(ed, devices_and_pointers);
+    tcase_add_test(ed, float32_denormals);
     tcase_add_loop_test(ed, zero_formula_device_pointers, 0, 4);
     suite_add_tcase(s, ed);
   }
