@@ -55,7 +55,7 @@ static void *build_module(void *arg, kerr *e) {
     free(c);
     return NULL;
   }
-  if (dev->module_load(ptx, &c->module, e) == KEOPS_OK &&
+  if (dev->module_load(ptx, strlen(ptx), &c->module, e) == KEOPS_OK &&
       (dev->module_function(c->module, "keops_kernel", &c->fn, e) != KEOPS_OK ||
        dev->module_function(c->module, "keops_combine", &c->combine, e) != KEOPS_OK))
     dev->module_unload(c->module, NULL), c->module = NULL, c->fn = NULL;
