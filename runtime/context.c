@@ -91,6 +91,8 @@ keops_status rt_kernel_init(keops_kernel *k, kerr *e) {
 
 keops_backend rt_backend(const keops_context *ctx, const keops_run_options *o) {
   if (o->backend != KEOPS_BACKEND_AUTO) return o->backend;
+  /* a device lost to a sticky fault since the context was made: the CPU takes over */
+  if (ctx->gpu_usable && ctx->dev->faulted && ctx->dev->faulted(o->device_id)) return KEOPS_BACKEND_CPU;
   return ctx->gpu_usable ? KEOPS_BACKEND_GPU : KEOPS_BACKEND_CPU;
 }
 

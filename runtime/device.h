@@ -72,6 +72,10 @@ typedef struct rt_device {
   keops_status (*enter)(int ordinal, kerr *e);
   /* Pops what enter pushed; harmless when load failed. */
   void (*leave)(void);
+  /* Nonzero once device `ordinal` had a fault that leaves it unusable for the rest of the
+   * process (CUDA's sticky errors): `enter` then fails at once, and AUTO runs on the CPU.
+   * NULL: the implementation has no such faults. */
+  int (*faulted)(int ordinal);
 
   /* ---- modules ---- */
   /* Loads size bytes of code of the device's image kind (PTX: NUL-terminated text, size

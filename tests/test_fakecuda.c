@@ -187,7 +187,7 @@ START_TEST(modules_refused) {
     kerr_clear(&e);
     rt_module *m = (rt_module *)1;
     keops_status st = cu->module_load(ptx[i], strlen(ptx[i]), &m, &e);
-    ck_assert_msg(st != KEOPS_OK && !m, "PTX %d loaded", i);
+    ck_assert_msg(st == KEOPS_ERROR_UNSUPPORTED && !m, "PTX %d: %s", i, keops_status_string(st));
     ck_assert_msg(strstr(e.msg, "cuModuleLoadDataEx") && strstr(e.msg, want[i]) && strstr(e.msg, log[i]),
                   "PTX %d: %s", i, e.msg);
   }
@@ -397,8 +397,9 @@ START_TEST(init_fails) {
 }
 END_TEST
 
-/* A kernel fault is sticky: the run fails with ILLEGAL_ADDRESS, and so does every later call
- * on that context. */
+/* A kernel fault is sticky: the run fails with ILLEGAL_ADDRESS; later GPU runs fail at once
+ * naming it (without another driver call on the lost context), AUTO runs on the CPU, in this
+ * context and in new ones. */
 START_TEST(sticky_fault) {
   keops_context *c;
   ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
@@ -409,9 +410,31 @@ START_TEST(sticky_fault) {
   ck_assert_msg(st == KEOPS_ERROR_DEVICE && strstr(msg, "CUDA_ERROR_ILLEGAL_ADDRESS"), "%s: %s",
                 keops_status_string(st), msg);
   fake.clear_failures();
+  long calls = fake.calls(NULL);
   st = split_run(c, KEOPS_FLOAT32, msg, sizeof msg);
-  ck_assert_msg(st == KEOPS_ERROR_DEVICE && strstr(msg, "CUDA_ERROR_ILLEGAL_ADDRESS"),
+  ck_assert_msg(st == KEOPS_ERROR_DEVICE && strstr(msg, "CUDA_ERROR_ILLEGAL_ADDRESS") &&
+                    strstr(msg, "unusable"),
                 "the run after a sticky fault: %s: %s", keops_status_string(st), msg);
+  ck_assert_msg(fake.calls(NULL) - calls <= 12, "%ld driver calls after the fault",
+                fake.calls(NULL) - calls);
+  for (int fresh = 0; fresh < 2; fresh++) {
+    keops_context *cc = c;
+    if (fresh) ck_assert_msg(keops_context_create(&cc) == KEOPS_OK, "%s", keops_last_error());
+    keops_kernel_desc d = {.formula = "Exp(-SqDist(x,y))*b", .aliases = run_aliases, .n_aliases = 3,
+                           .axis = 1};
+    keops_kernel *k = mx_make(cc, &d);
+    ck_assert_int_eq(keops_kernel_backend(k, NULL), KEOPS_BACKEND_CPU);
+    prob P;
+    mx_prob_init(&P, k, 5, 7, NULL, 0, NULL, 3);
+    snprintf(P.what, sizeof P.what, "AUTO after a sticky fault%s", fresh ? ", new context" : "");
+    ck_assert_msg(keops_kernel_run(k, 5, 7, (const void *const *)P.arr, P.out[0], NULL) == KEOPS_OK,
+                  "%s: %s", P.what, keops_last_error());
+    mx_prob_reference(&P);
+    mx_check_outputs(&P);
+    mx_prob_free(&P);
+    keops_kernel_destroy(k);
+    if (fresh) keops_context_destroy(cc);
+  }
   keops_context_destroy(c);
   assert_no_leak("after a sticky fault");
 }
