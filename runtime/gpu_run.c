@@ -294,3 +294,27 @@ int rt_gpu_usable(const rt_device *dev) {
   int n = 0;
   return dev->load(&e) == KEOPS_OK && dev->count(&n, &e) == KEOPS_OK && n > 0;
 }
+
+int rt_gpu_auto_ok(const rt_device *dev, kerr *e) {
+  int n = 0;
+  rt_device_info info;
+  if (dev->load(e) || dev->count(&n, e) || dev->info(0, &info, e)) return 0;
+  if (dev->image == RT_IMAGE_PTX) {
+    char sm[16], ptx[16];
+    kt_target t;
+    if (rt_ptx_target(&info, LLVM_VERSION_MAJOR, sm, sizeof sm, ptx, sizeof ptx, e)) return 0;
+    kt_set(&t, &kt_nvptx, sm, ptx);
+    LLVMTargetMachineRef tm = kt_machine(&t, e); /* an LLVM built without NVPTX has no target */
+    if (!tm) return 0;
+    LLVMDisposeTargetMachine(tm);
+  }
+  /* the primary context: refused in compute mode PROHIBITED, on a MIG parent, a busy
+   * exclusive-process device... What enter acquires stays for the process, as for any run. */
+  if (dev->enter(0, e)) return 0;
+  dev->leave();
+  if (dev->faulted && dev->faulted(0)) {
+    kerr_set(e, KEOPS_ERROR_DEVICE, "device 0 faulted earlier in this process");
+    return 0;
+  }
+  return 1;
+}

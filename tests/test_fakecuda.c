@@ -440,6 +440,51 @@ START_TEST(sticky_fault) {
 }
 END_TEST
 
+/* AUTO picks the GPU only where it can run (issue 9): _i = 0 a good device; 1 compute
+ * capability 3.5 (below sm_50); 2 a driver too old for any PTX this LLVM writes (CUDA 9.0);
+ * 3 compute mode PROHIBITED (no primary context). Otherwise the CPU, and
+ * keops_backend_describe(AUTO) says why; the GPU backend asked for explicitly fails with the
+ * reason. (An LLVM without NVPTX is the third condition; this build has it.) */
+START_TEST(auto_choice) {
+  fakecuda_device d;
+  ck_assert_int_eq(fake.get_device(0, &d), 0);
+  static const char *const why[] = {NULL, "compute capability 3.5", "driver", "CUDA_ERROR_DEVICE_UNAVAILABLE"};
+  if (_i == 1) d.cc_major = 3, d.cc_minor = 5;
+  if (_i == 3) d.compute_mode = 2;
+  ck_assert_int_eq(fake.set_device(0, &d), 0);
+  if (_i == 2) ck_assert_int_eq(fake.set_devices(1, 9000), 0);
+  keops_context *c;
+  ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
+  keops_kernel_desc kd = {.formula = "Exp(-SqDist(x,y))*b", .aliases = run_aliases, .n_aliases = 3,
+                          .axis = 1};
+  keops_kernel *k = mx_make(c, &kd);
+  const char *autod = keops_backend_describe(c, KEOPS_BACKEND_AUTO);
+  if (!why[_i]) {
+    ck_assert_int_eq(keops_kernel_backend(k, NULL), KEOPS_BACKEND_GPU);
+    ck_assert_str_eq(autod, keops_backend_describe(c, KEOPS_BACKEND_GPU));
+  } else {
+    ck_assert_int_eq(keops_kernel_backend(k, NULL), KEOPS_BACKEND_CPU);
+    ck_assert_msg(strstr(autod, "CPU") && strstr(autod, "GPU not used") && strstr(autod, why[_i]),
+                  "case %d: AUTO is '%s'", _i, autod);
+  }
+  prob P;
+  mx_prob_init(&P, k, 5, 300, NULL, 0, NULL, 4);
+  snprintf(P.what, sizeof P.what, "AUTO, case %d", _i);
+  ck_assert_msg(keops_kernel_run(k, 5, 300, (const void *const *)P.arr, P.out[0], NULL) == KEOPS_OK,
+                "%s: %s", P.what, keops_last_error());
+  mx_prob_reference(&P);
+  mx_check_outputs(&P);
+  keops_run_options o = {.backend = KEOPS_BACKEND_GPU};
+  keops_status st = keops_kernel_run(k, 5, 300, (const void *const *)P.arr, P.out[0], &o);
+  ck_assert_msg(why[_i] ? st != KEOPS_OK : st == KEOPS_OK, "case %d: the GPU backend: %s (%s)", _i,
+                keops_status_string(st), keops_last_error());
+  mx_prob_free(&P);
+  keops_kernel_destroy(k);
+  keops_context_destroy(c);
+  assert_no_leak("after AUTO");
+}
+END_TEST
+
 int main(void) {
   load_fake();
   mx_backend = "GPU (fake driver)", mx_ftz_term = 0x1p-100;
@@ -463,6 +508,7 @@ int main(void) {
   tcase_add_loop_test(f, injected_failure, 0, 2 * NENTRY);
   tcase_add_test(f, init_fails);
   tcase_add_test(f, sticky_fault);
+  tcase_add_loop_test(f, auto_choice, 0, 4);
   suite_add_tcase(s, f);
   return tu_run(s, 1) ? 1 : 0;
 }
