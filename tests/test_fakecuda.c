@@ -64,16 +64,21 @@ static void load_fake(void) {
     ck_assert_msg(st_ == KEOPS_OK, "%s: %s", #call, e_.msg);                                       \
   } while (0)
 
-/* Nothing of the fake's is alive but the primary contexts cuda.c keeps for the process. */
-static void assert_no_leak(const char *when) {
+/* Nothing of the fake's is alive but the primary contexts cuda.c keeps for the process, and
+ * `kept` allocations (those whose cuMemFree the test made fail). What a context lost to a
+ * sticky fault holds is not counted: the driver only gives it back when the context is reset,
+ * which keops leaves to its user. */
+static void assert_leaks(const char *when, int kept) {
   fakecuda_live l;
   fake.live(&l);
-  ck_assert_msg(l.allocations == 0 && l.modules == 0 && l.streams == 0 && l.user_contexts == 0 &&
+  ck_assert_msg(l.allocations == kept && l.modules == 0 && l.streams == 0 && l.user_contexts == 0 &&
                     l.queued == 0,
                 "%s: live on the fake: %d allocations (%zu bytes), %d modules, %d streams, %d "
                 "contexts, %d queued operations",
                 when, l.allocations, l.bytes, l.modules, l.streams, l.user_contexts, l.queued);
 }
+
+static void assert_no_leak(const char *when) { assert_leaks(when, 0); }
 
 /* ---- the driver table ------------------------------------------------------------------------ */
 
@@ -327,8 +332,8 @@ static keops_status split_run(keops_context *c, keops_dtype dt, char *msg, size_
 }
 
 /* After a failure: nothing leaked; a CPU run works; a new context runs on the GPU. */
-static void still_usable(const char *what) {
-  assert_no_leak(what);
+static void still_usable(const char *what, int kept) {
+  assert_leaks(what, kept);
   fake.clear_failures();
   keops_context *c;
   ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s: new context: %s", what, keops_last_error());
@@ -345,8 +350,8 @@ static void still_usable(const char *what) {
   char msg[1024];
   keops_status st = split_run(c, KEOPS_FLOAT32, msg, sizeof msg);
   keops_context_destroy(c);
-  (void)st; /* a sticky fault keeps the device unusable: the GPU run's outcome is the test's */
-  assert_no_leak(what);
+  ck_assert_msg(st == KEOPS_OK, "%s: a GPU run in a new context: %s", what, msg);
+  assert_leaks(what, kept);
 }
 
 /* _i = entry * 2 + (0: the first call fails, 1: the last call of a clean run fails). The
@@ -367,8 +372,10 @@ START_TEST(injected_failure) {
   ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
   fake.inject(entry, _i % 2 ? (int)calls : 1, code, 0);
   keops_status st = split_run(c, KEOPS_FLOAT32, msg, sizeof msg);
-  /* some calls' failures do not fail the run (cleanup), but a failed run says why */
-  if (st != KEOPS_OK || strcmp(entry, "cuMemFree_v2")) {
+  /* a failure in the cleanup after the outputs are complete (a free, the last synchronisation)
+   * need not fail the run, whose outputs split_run checked; any other must, saying why */
+  int cleanup = !strcmp(entry, "cuMemFree_v2") || (_i % 2 && strstr(entry, "Synchronize"));
+  if (st != KEOPS_OK || !cleanup) {
     ck_assert_msg(st == want, "%s (call %ld of %ld) failing with %d: %s (%s)", entry,
                   _i % 2 ? calls : 1, calls, code, keops_status_string(st), msg);
     ck_assert_msg(strstr(msg, name) && strstr(msg, entry), "%s: message '%s' names neither %s nor %s",
@@ -377,7 +384,8 @@ START_TEST(injected_failure) {
   keops_context_destroy(c);
   char what[200];
   snprintf(what, sizeof what, "after %s failed", entry);
-  still_usable(what);
+  /* a failed cuMemFree keeps its allocation, on a GPU as here */
+  still_usable(what, !strcmp(entry, "cuMemFree_v2"));
 }
 END_TEST
 
@@ -452,7 +460,7 @@ START_TEST(auto_choice) {
   if (_i == 1) d.cc_major = 3, d.cc_minor = 5;
   if (_i == 3) d.compute_mode = 2;
   ck_assert_int_eq(fake.set_device(0, &d), 0);
-  if (_i == 2) ck_assert_int_eq(fake.set_devices(1, 9000), 0);
+  if (_i == 2) ck_assert_int_eq(fake.set_devices(1, 8000), 0);
   keops_context *c;
   ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
   keops_kernel_desc kd = {.formula = "Exp(-SqDist(x,y))*b", .aliases = run_aliases, .n_aliases = 3,

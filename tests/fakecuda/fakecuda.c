@@ -470,8 +470,12 @@ FK_EXPORT long fakecuda_calls(const char *entry) {
 FK_EXPORT void fakecuda_get_live(fakecuda_live *out) {
   memset(out, 0, sizeof *out);
   pthread_mutex_lock(&fk.lock);
-  for (int i = 0; i < fk.nalloc; i++) out->allocations++, out->bytes += fk.allocs[i].size;
-  for (fk_module *m = fk.modules; m; m = m->next) out->modules++;
+  for (int i = 0; i < fk.nalloc; i++)
+    if (fk.allocs[i].ctx->sticky) out->lost_allocations++;
+    else out->allocations++, out->bytes += fk.allocs[i].size;
+  for (fk_module *m = fk.modules; m; m = m->next)
+    if (m->ctx->sticky) out->lost_modules++;
+    else out->modules++;
   for (fk_stream *s = fk.streams; s; s = s->next) out->streams++;
   for (fk_ctx *c = fk.ctxs; c; c = c->next) {
     if (!c->primary) out->user_contexts++;

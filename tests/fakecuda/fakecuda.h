@@ -45,9 +45,12 @@ typedef struct fakecuda_device {
 
 /* What is alive now: the leak checks. */
 typedef struct fakecuda_live {
-  int allocations;
+  int allocations; /* of contexts without a sticky error */
   size_t bytes;
   int modules, streams;
+  /* allocations and modules of contexts a sticky error ended: their frees and unloads fail
+   * with the error, as the driver's do; only a reset of the context reclaims them */
+  int lost_allocations, lost_modules;
   int user_contexts;   /* cuCtxCreate'd, not destroyed */
   int primary_retains; /* sum over devices of primary-context retain counts */
   int queued;          /* operations waiting for a synchronisation */
