@@ -54,7 +54,7 @@ enum { /* CUjit_option */
        CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6,
 };
 enum { CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8 };
-enum { CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL = 9 };
+enum { CU_POINTER_ATTRIBUTE_CONTEXT = 1, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL = 9 };
 
 /* The driver entry points: (member, exported symbol, parameters). The _v2 symbols are the
  * ones cuda.h maps the plain names to; the unversioned ones are the CUDA 3.x ABI with 32-bit
@@ -110,8 +110,9 @@ static CUcontext *ctxs;
  * returns the error until the process resets the device, which keops never does under its
  * users' feet. Read and written under ctx_lock. */
 static int *faults;
-/* The devices `enter` made current on this thread, innermost last: whose context a failing
- * call used. */
+/* The contexts `enter` and `enter_owner` made current on this thread, innermost last: the
+ * device ordinal of a primary context, -1 for a context of the user's (whose faults are not
+ * the primary context's). Whose context a failing call used. */
 static _Thread_local int entered[16], nentered;
 
 static const char *err_name(CUresult r) {
@@ -153,7 +154,7 @@ static int sticky(CUresult r) {
 
 /* Remembers a sticky error of the device current on this thread. */
 static void note_fault(CUresult r) {
-  if (!sticky(r) || !nentered || !faults) return;
+  if (!sticky(r) || !nentered || !faults || entered[nentered - 1] < 0) return;
   pthread_mutex_lock(&ctx_lock);
   if (!faults[entered[nentered - 1]]) faults[entered[nentered - 1]] = r;
   pthread_mutex_unlock(&ctx_lock);
@@ -364,6 +365,33 @@ static int cu_faulted(int ordinal) {
   return f;
 }
 
+/* The context that owns p: the device's primary one (*primary = 1), or one the user made with
+ * cuCtxCreate, whose memory and streams only its own kernels may use. */
+static keops_status cu_enter_owner(rt_dptr p, int *primary, kerr *e) {
+  *primary = 0;
+  keops_status st = cu_load(e);
+  if (st != KEOPS_OK) return st;
+  CUcontext c = NULL;
+  int ord = -1;
+  CUresult r = drv.cuPointerGetAttribute(&c, CU_POINTER_ATTRIBUTE_CONTEXT, p);
+  if (r == CUDA_SUCCESS) r = drv.cuPointerGetAttribute(&ord, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, p);
+  if (r != CUDA_SUCCESS) return fail(e, "cuPointerGetAttribute", r, "pointer 0x%llx", p);
+  /* the primary context, retained as enter does, to tell it from the user's */
+  if ((st = cu_ctx_enter(ord, e)) != KEOPS_OK) return st;
+  cu_ctx_leave();
+  pthread_mutex_lock(&ctx_lock);
+  *primary = c == ctxs[ord];
+  pthread_mutex_unlock(&ctx_lock);
+  if (*primary) return cu_ctx_enter(ord, e);
+  if (nentered == (int)(sizeof entered / sizeof *entered)) {
+    kerr_set(e, KEOPS_ERROR_DEVICE, "more than %d nested enters on one thread", nentered);
+    return KEOPS_ERROR_DEVICE;
+  }
+  CU_CALL(e, cuCtxPushCurrent, (c));
+  entered[nentered++] = -1;
+  return KEOPS_OK;
+}
+
 /* ---- modules ------------------------------------------------------------------------- */
 
 /* Drops trailing blanks and newlines the JIT leaves at the end of its logs. */
@@ -549,6 +577,7 @@ const rt_device cu_driver = {
     .enter = cu_ctx_enter,
     .leave = cu_ctx_leave,
     .faulted = cu_faulted,
+    .enter_owner = cu_enter_owner,
     .module_load = cu_module_load,
     .module_function = cu_module_function,
     .module_unload = cu_module_unload,

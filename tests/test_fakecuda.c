@@ -493,6 +493,88 @@ START_TEST(auto_choice) {
 }
 END_TEST
 
+/* Device pointers and a stream of a context the user created (cuCtxCreate): the run uses
+ * that context (the memory and the stream are its own), with the j-split (3 rows over 4096)
+ * and without; a Zero formula zeroes outputs of that context too. Nothing stays loaded in it
+ * after the run, so the user may destroy it at once. */
+START_TEST(user_context_pointers) {
+  void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  typedef int (*create_fn)(void **, unsigned, int);
+  typedef int (*ctx_fn)(void *);
+  typedef int (*pop_fn)(void **);
+  create_fn create;
+  ctx_fn destroy;
+  pop_fn pop;
+  void *sy[3] = {dlsym(lib, "cuCtxCreate_v2"), dlsym(lib, "cuCtxDestroy_v2"), dlsym(lib, "cuCtxPopCurrent_v2")};
+  memcpy(&create, &sy[0], sizeof create);
+  memcpy(&destroy, &sy[1], sizeof destroy);
+  memcpy(&pop, &sy[2], sizeof pop);
+  ck_assert(create && destroy && pop);
+  kerr e;
+  kerr_clear(&e);
+  ck_assert_msg(cu->load(&e) == KEOPS_OK, "%s", e.msg);
+  keops_context *c;
+  ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
+  keops_dtype dt = mx_dtype_of(_i % 2);
+  int64_t M = _i / 2 ? 3 : 300, N = 4096;
+  keops_kernel_desc d = {.formula = "Exp(-SqDist(x,y))*b", .aliases = run_aliases, .n_aliases = 3,
+                         .axis = 1, .dtype = dt};
+  keops_kernel *k = mx_make(c, &d);
+  prob P;
+  mx_prob_init(&P, k, M, N, NULL, 0, NULL, 11);
+  snprintf(P.what, sizeof P.what, "user context, M = %lld, %s", (long long)M, mx_dtype_name(dt));
+  void *uc = NULL, *popped = NULL;
+  ck_assert_int_eq(create(&uc, 0, 0), 0); /* current on this thread */
+  size_t es = dt == KEOPS_FLOAT32 ? 4 : 8;
+  void *da[3], *dout[1];
+  size_t bytes[3] = {(size_t)M * 3 * es, (size_t)N * 3 * es, (size_t)N * 2 * es}, ob = (size_t)M * 2 * es;
+  for (int q = 0; q < 3; q++) da[q] = (void *)(uintptr_t)dcopy(P.arr[q], bytes[q]);
+  dout[0] = (void *)(uintptr_t)dcopy(P.out[0][0], ob);
+  rt_stream *s;
+  CU_OK(cu->stream_create(&s, &e_));
+  CU_OK(cu->sync(NULL, &e_));
+  ck_assert_int_eq(pop(&popped), 0);
+  ck_assert_ptr_eq(popped, uc);
+  keops_run_options o = {.backend = KEOPS_BACKEND_GPU, .device_pointers = 1, .stream = s};
+  keops_status st = keops_kernel_run(k, M, N, (const void *const *)da, dout, &o);
+  ck_assert_msg(st == KEOPS_OK, "%s: %s", P.what, keops_last_error());
+  fakecuda_live l;
+  fake.live(&l);
+  ck_assert_int_eq(l.modules, 0); /* the run's module is gone: the user's context may go */
+  /* the user's side: its context current again, its stream synchronised, results copied */
+  typedef int (*push_fn)(void *);
+  push_fn push;
+  void *ps = dlsym(lib, "cuCtxPushCurrent_v2");
+  memcpy(&push, &ps, sizeof push);
+  ck_assert_int_eq(push(uc), 0);
+  CU_OK(cu->sync(s, &e_));
+  CU_OK(cu->dtoh(P.out[0][0], (uintptr_t)dout[0], ob, NULL, &e_));
+  mx_prob_reference(&P);
+  mx_check_outputs(&P);
+  ck_assert_int_eq(pop(&popped), 0);
+  /* a Zero formula on outputs of the user's context */
+  keops_kernel_desc z = {.formula = "Zero(2)", .aliases = run_aliases, .n_aliases = 3, .axis = 1,
+                         .dtype = dt};
+  keops_kernel *kz = mx_make(c, &z);
+  st = keops_kernel_run(kz, M, N, (const void *const *)da, dout, &o);
+  ck_assert_msg(st == KEOPS_OK, "Zero on the user's context: %s", keops_last_error());
+  ck_assert_int_eq(push(uc), 0);
+  CU_OK(cu->sync(s, &e_));
+  CU_OK(cu->dtoh(P.out[0][0], (uintptr_t)dout[0], ob, NULL, &e_));
+  for (int64_t q = 0; q < 2 * M; q++) ck_assert(mx_outv(&P, 0, 0, q) == 0);
+  for (int q = 0; q < 3; q++) cu->free((uintptr_t)da[q], NULL);
+  cu->free((uintptr_t)dout[0], NULL);
+  cu->stream_destroy(s, NULL);
+  ck_assert_int_eq(pop(&popped), 0);
+  ck_assert_int_eq(destroy(uc), 0);
+  keops_kernel_destroy(kz);
+  mx_prob_free(&P);
+  keops_kernel_destroy(k);
+  keops_context_destroy(c);
+  assert_no_leak("after runs in a user context");
+}
+END_TEST
+
 int main(void) {
   load_fake();
   mx_backend = "GPU (fake driver)", mx_ftz_term = 0x1p-100;
@@ -517,6 +599,7 @@ int main(void) {
   tcase_add_test(f, init_fails);
   tcase_add_test(f, sticky_fault);
   tcase_add_loop_test(f, auto_choice, 0, 4);
+  tcase_add_loop_test(f, user_context_pointers, 0, 4);
   suite_add_tcase(s, f);
   return tu_run(s, 1) ? 1 : 0;
 }
