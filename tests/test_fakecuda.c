@@ -12,6 +12,7 @@
 #include <check.h>
 #include <dlfcn.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -575,6 +576,130 @@ START_TEST(user_context_pointers) {
 }
 END_TEST
 
+/* Wide j-variables (y = Vj(100), float64: 200 KiB for a block of 256): above 48 KiB of shared
+ * memory the kernel must opt in (cuFuncSetAttribute; the fake refuses the launch otherwise),
+ * up to the device's limit; a device without opt-in room (_i = 1) or a Volta (_i = 2, 96 KiB)
+ * gets smaller blocks. Results against the reference either way. */
+START_TEST(shared_limits) {
+  fakecuda_device d;
+  ck_assert_int_eq(fake.get_device(0, &d), 0);
+  if (_i == 1) d.shared_per_block_optin = 48 * 1024;
+  if (_i == 2) d.cc_major = 7, d.cc_minor = 0, d.shared_per_block_optin = 96 * 1024;
+  ck_assert_int_eq(fake.set_device(0, &d), 0);
+  keops_context *c;
+  ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
+  const char *const al[] = {"x = Vi(100)", "y = Vj(100)"};
+  keops_kernel_desc kd = {.formula = "Exp(-SqDist(x,y))", .aliases = al, .n_aliases = 2, .axis = 1,
+                          .dtype = KEOPS_FLOAT64};
+  keops_kernel *k = mx_make(c, &kd);
+  prob P;
+  mx_prob_init(&P, k, 300, 500, NULL, 0, NULL, 5);
+  snprintf(P.what, sizeof P.what, "Vj(100) float64, device case %d", _i);
+  long before = fake.calls("cuFuncSetAttribute");
+  gpu_prob_run(&P, 0);
+  ck_assert_msg((fake.calls("cuFuncSetAttribute") > before) == (_i != 1),
+                "case %d: %ld cuFuncSetAttribute calls", _i, fake.calls("cuFuncSetAttribute") - before);
+  mx_prob_reference(&P);
+  mx_check_outputs(&P);
+  mx_prob_free(&P);
+  keops_kernel_destroy(k);
+  keops_context_destroy(c);
+  assert_no_leak("after wide j-variables");
+}
+END_TEST
+
+/* A device with few registers per block: the launch of 256 threads is refused with
+ * LAUNCH_OUT_OF_RESOURCES, reported as such; the process goes on. */
+START_TEST(launch_out_of_resources) {
+  fakecuda_device d;
+  ck_assert_int_eq(fake.get_device(0, &d), 0);
+  d.regs_per_block = 4096; /* 128 threads of 32 registers */
+  ck_assert_int_eq(fake.set_device(0, &d), 0);
+  keops_context *c;
+  ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
+  char msg[1024];
+  keops_status st = split_run(c, KEOPS_FLOAT32, msg, sizeof msg);
+  ck_assert_msg(st == KEOPS_ERROR_DEVICE && strstr(msg, "cuLaunchKernel") &&
+                    strstr(msg, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES"),
+                "%s: %s", keops_status_string(st), msg);
+  keops_context_destroy(c);
+  d.regs_per_block = 65536;
+  ck_assert_int_eq(fake.set_device(0, &d), 0);
+  still_usable("after LAUNCH_OUT_OF_RESOURCES", 0);
+}
+END_TEST
+
+/* Two devices: runs on each; a pointer of device 1 in a run on device 0 is a bad argument. */
+START_TEST(two_devices) {
+  ck_assert_int_eq(fake.set_devices(2, 12080), 0);
+  keops_context *c;
+  ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
+  keops_kernel_desc kd = {.formula = "Exp(-SqDist(x,y))*b", .aliases = run_aliases, .n_aliases = 3,
+                          .axis = 0};
+  keops_kernel *k = mx_make(c, &kd);
+  for (int dev = 0; dev < 2; dev++) {
+    prob P;
+    mx_prob_init(&P, k, 40, 30, NULL, 0, NULL, 6 + (uint64_t)dev);
+    snprintf(P.what, sizeof P.what, "device %d of 2", dev);
+    keops_run_options o = {.backend = KEOPS_BACKEND_GPU, .device_id = dev};
+    ck_assert_msg(keops_kernel_run(k, 40, 30, (const void *const *)P.arr, P.out[0], &o) == KEOPS_OK,
+                  "%s: %s", P.what, keops_last_error());
+    mx_prob_reference(&P);
+    mx_check_outputs(&P);
+    if (dev == 1) { /* device 1's pointers, the run on device 0 */
+      CU_OK(cu->enter(1, &e_));
+      void *da[3], *dout[1] = {(void *)(uintptr_t)dcopy(P.out[0][0], 30 * 2 * 4)};
+      for (int q = 0; q < 3; q++)
+        da[q] = (void *)(uintptr_t)dcopy(P.arr[q], (size_t)(q ? 30 : 40) * (q == 2 ? 2 : 3) * 4);
+      cu->leave();
+      keops_run_options od = {.backend = KEOPS_BACKEND_GPU, .device_pointers = 1};
+      keops_status st = keops_kernel_run(k, 40, 30, (const void *const *)da, dout, &od);
+      ck_assert_msg(st == KEOPS_ERROR_ARGUMENT && strstr(keops_last_error(), "device 1"),
+                    "%s: %s", keops_status_string(st), keops_last_error());
+      od.device_id = 1;
+      ck_assert_msg(keops_kernel_run(k, 40, 30, (const void *const *)da, dout, &od) == KEOPS_OK, "%s",
+                    keops_last_error());
+      CU_OK(cu->enter(1, &e_));
+      CU_OK(cu->sync(NULL, &e_));
+      for (int q = 0; q < 3; q++) cu->free((uintptr_t)da[q], NULL);
+      cu->free((uintptr_t)dout[0], NULL);
+      cu->leave();
+    }
+    mx_prob_free(&P);
+  }
+  keops_kernel_destroy(k);
+  keops_context_destroy(c);
+  assert_no_leak("after two devices");
+}
+END_TEST
+
+/* Runs from 4 threads at once, host arrays and device pointers on streams of their own: the
+ * per-thread context stacks and the fake's queues under concurrent use. */
+static void *thread_runs(void *arg) {
+  keops_context *c = arg;
+  for (int i = 0; i < 3; i++) {
+    char msg[1024];
+    if (split_run(c, i % 2 ? KEOPS_FLOAT64 : KEOPS_FLOAT32, msg, sizeof msg) != KEOPS_OK)
+      return (void *)1;
+  }
+  return NULL;
+}
+
+START_TEST(threads) {
+  keops_context *c;
+  ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
+  pthread_t t[4];
+  for (int i = 0; i < 4; i++) ck_assert_int_eq(pthread_create(&t[i], NULL, thread_runs, c), 0);
+  for (int i = 0; i < 4; i++) {
+    void *r;
+    pthread_join(t[i], &r);
+    ck_assert_msg(r == NULL, "thread %d: a run failed", i);
+  }
+  keops_context_destroy(c);
+  assert_no_leak("after threads");
+}
+END_TEST
+
 int main(void) {
   load_fake();
   mx_backend = "GPU (fake driver)", mx_ftz_term = 0x1p-100;
@@ -600,6 +725,10 @@ int main(void) {
   tcase_add_test(f, sticky_fault);
   tcase_add_loop_test(f, auto_choice, 0, 4);
   tcase_add_loop_test(f, user_context_pointers, 0, 4);
+  tcase_add_loop_test(f, shared_limits, 0, 3);
+  tcase_add_test(f, launch_out_of_resources);
+  tcase_add_test(f, two_devices);
+  tcase_add_test(f, threads);
   suite_add_tcase(s, f);
   return tu_run(s, 1) ? 1 : 0;
 }
