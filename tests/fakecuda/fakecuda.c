@@ -281,6 +281,13 @@ static fk_ctx *new_ctx(int dev, int primary) {
   return c;
 }
 
+/* Takes fk.exec with fk.lock held (lock order: exec first), so that no queued work runs. */
+static void lock_exec(void) {
+  pthread_mutex_unlock(&fk.lock);
+  pthread_mutex_lock(&fk.exec);
+  pthread_mutex_lock(&fk.lock);
+}
+
 /* Unlinks c and frees it with everything it owns (fk.lock held; its work is dropped). */
 static void destroy_ctx(fk_ctx *c) {
   for (fk_ctx **p = &fk.ctxs; *p; p = &(*p)->next)
@@ -308,24 +315,29 @@ FK_EXPORT CUresult cuDevicePrimaryCtxRetain(fk_ctx **out, CUdevice d) {
 FK_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice d) {
   BEGIN("cuDevicePrimaryCtxRelease_v2", 1);
   if (d < 0 || d >= fk.ndev) END(CUDA_ERROR_INVALID_DEVICE);
+  if (!fk.dev[d].primary) END(CUDA_ERROR_INVALID_CONTEXT);
+  lock_exec(); /* no work of the context may be running while it goes */
   fk_ctx *c = fk.dev[d].primary;
-  if (!c) END(CUDA_ERROR_INVALID_CONTEXT);
-  if (--c->retains == 0) {
+  CUresult r = c ? CUDA_SUCCESS : CUDA_ERROR_INVALID_CONTEXT;
+  if (c && --c->retains == 0) {
     fk.dev[d].primary = NULL;
     destroy_ctx(c);
   }
-  END(CUDA_SUCCESS);
+  pthread_mutex_unlock(&fk.exec);
+  END(r);
 }
 
 /* Clears a sticky error: what a process does to recover a device (all its state goes). */
 FK_EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice d) {
   BEGIN("cuDevicePrimaryCtxReset_v2", 1);
   if (d < 0 || d >= fk.ndev) END(CUDA_ERROR_INVALID_DEVICE);
+  lock_exec();
   fk_ctx *c = fk.dev[d].primary;
   if (c) {
     fk_ctx_free_resources(c);
     c->sticky = 0;
   }
+  pthread_mutex_unlock(&fk.exec);
   END(CUDA_SUCCESS);
 }
 
@@ -346,9 +358,7 @@ FK_EXPORT CUresult cuCtxCreate_v2(fk_ctx **out, unsigned flags, CUdevice d) {
 FK_EXPORT CUresult cuCtxDestroy_v2(fk_ctx *c) {
   BEGIN("cuCtxDestroy_v2", 1);
   if (!fk_ctx_live(c) || c->primary) END(CUDA_ERROR_INVALID_CONTEXT);
-  pthread_mutex_unlock(&fk.lock);
-  pthread_mutex_lock(&fk.exec); /* no work of c may be running while it goes */
-  pthread_mutex_lock(&fk.lock);
+  lock_exec(); /* no work of c may be running while it goes */
   CUresult r = CUDA_SUCCESS;
   if (fk_ctx_live(c))
     destroy_ctx(c);
