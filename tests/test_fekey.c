@@ -171,6 +171,57 @@ START_TEST(bad_keys) {
 }
 END_TEST
 
+/* Random edits of keys (a byte replaced, inserted or deleted, digits and separators favoured):
+ * each is refused with a message, or is itself a canonical key (the round trip is exact). No
+ * crash, no read out of bounds (ASan build). */
+START_TEST(mutated_keys) {
+  static const char *const al[] = {"x = Vi(2)", "y = Vj(2)", "w = Vj(1)"};
+  static const char *const reds[] = {"Sum", "ArgKMin", "LogSumExp", "Max_ArgMax"};
+  keops_kernel_desc d = {.formula = "Sin(x-y)*Exp(-Square(x|y))", .aliases = al, .n_aliases = 3,
+                         .reduction = reds[_i % 4], .axis = _i % 2,
+                         .k = _i % 4 == 1 ? 3 : 0, .formula2 = _i % 4 == 2 ? "w" : NULL};
+  if (_i % 4 == 2) d.formula = "(x|y)";
+  if (_i % 4 == 3) d.formula = "TensorDot(x, y, [2], [2], [0], [0])";
+  kerr e;
+  kerr_clear(&e);
+  fe_program *p = fe_build(&d, &e);
+  ck_assert_msg(p, "%s", e.msg);
+  tu_rng r = tu_seed(1000 + (uint64_t)_i);
+  static const char alphabet[] = "0123456789:;@| -=,abcdegkmrsxSVZ";
+  size_t n = strlen(p->key);
+  char *k = malloc(n + 2);
+  int accepted = 0;
+  for (int t = 0; t < 3000; t++) {
+    size_t at = (size_t)tu_uniform(&r, 0, (double)n - 1e-9);
+    char c = alphabet[(int)tu_uniform(&r, 0, sizeof alphabet - 1 - 1e-9)];
+    int how = (int)tu_uniform(&r, 0, 3 - 1e-9);
+    if (how == 0) { /* replace */
+      memcpy(k, p->key, n + 1);
+      k[at] = c;
+    } else if (how == 1) { /* insert */
+      memcpy(k, p->key, at);
+      k[at] = c;
+      memcpy(k + at + 1, p->key + at, n - at + 1);
+    } else { /* delete */
+      memcpy(k, p->key, at);
+      memcpy(k + at, p->key + at + 1, n - at);
+    }
+    kerr_clear(&e);
+    fe_program *q = fe_from_key(k, &e);
+    if (q) {
+      ck_assert_str_eq(q->key, k);
+      accepted++;
+      fe_free(q);
+    } else {
+      ck_assert_msg(e.status != KEOPS_OK && e.msg[0], "no message for %s", k);
+    }
+  }
+  (void)accepted; /* a few edits give another valid program (a dim, a constant) */
+  free(k);
+  fe_free(p);
+}
+END_TEST
+
 /* dag_deserialize alone: every serialization of a built DAG reads back to the same node */
 START_TEST(deserialize_roundtrip) {
   fe_program *p = good();
@@ -203,6 +254,7 @@ int main(void) {
   tcase_set_timeout(tc, 600);
   tcase_add_test(tc, deserialize_roundtrip);
   tcase_add_test(tc, bad_keys);
+  tcase_add_loop_test(tc, mutated_keys, 0, 8);
   tcase_add_loop_test(tc, op_matrix, 0, n_op_cases > 0 ? 2 * n_op_cases : 0);
   tcase_add_test(tc, every_op_row_exercised);
   tcase_add_loop_test(tc, reduction_matrix, 0, n_rcfgs > 0 ? n_rcfgs : 0);
