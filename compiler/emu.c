@@ -138,6 +138,6 @@ static const kt_grid grid = {sreg, barrier, shared, 0, 1, entry};
 /* The host's triple, CPU and features (kt_set with the context's CPU target); nvptx's
  * pipeline, so that the emulated code is optimised as the GPU's is. */
 const kt_isa kt_gpuemu = {.name = "gpuemu", .w32 = 1, .w64 = 1, .u = 1,
-                          .math = VM_MATH_EX2_APPROX | VM_MATH_EX2_MODEL, .pipeline = "default<O3>",
+                          .math = VM_MATH_EX2_APPROX | VM_MATH_EX2_MODEL, .pipeline = "default<O1>",
                           .reloc = LLVMRelocPIC, .code_model = LLVMCodeModelJITDefault,
                           .build = gpu_build, .grid = &grid, .attrs = attrs};

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cuda.h"
+#include "emulator.h"
 #include "fnv.h"
 #include "keops_build_id.h" /* generated: a digest of the sources (tools/build_id.cmake) */
 #include "runtime.h"
@@ -15,7 +16,14 @@ static int online_cores(void) {
   return n > 0 ? (int)(n < 1024 ? n : 1024) : 1;
 }
 
-const rt_device *rt_device_default(void) { return &cu_driver; }
+const rt_device *rt_device_pick(kerr *e) {
+  const char *env = getenv("KEOPS_GPU");
+  if (!env || !*env || !strcmp(env, "cuda")) return &cu_driver;
+  if (!strcmp(env, "emulator")) return &rt_emu_device;
+  kerr_set(e, KEOPS_ERROR_ARGUMENT, "KEOPS_GPU = '%.40s' names no GPU implementation (expected cuda or emulator)",
+           env);
+  return NULL;
+}
 
 static void describe_gpu(keops_context *ctx) {
   kerr e;
@@ -45,13 +53,13 @@ keops_status rt_context_init(keops_context *ctx, kerr *e) {
     }
     if (n > 0) ctx->nthreads = (int)n; /* 0 means all cores, as num_threads = 0 does */
   }
+  if (!(ctx->dev = rt_device_pick(e))) return e->status;
   if (!(ctx->cache = rt_cache_create())) {
     kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory");
     return e->status;
   }
   pthread_mutex_init(&ctx->lock, NULL);
   rt_disk_init(&ctx->disk);
-  ctx->dev = rt_device_default();
   kerr why;
   kerr_clear(&why);
   /* once: AUTO must not ask the driver on every run */

@@ -1,8 +1,8 @@
-/* The GPU emulator: runs kt_gpuemu's code (compiler/emu.h's ABI) on the host, one block
- * after the other, each block's threads as fibers that meet at real barriers. It checks
+/* The GPU emulator: runs kt_gpuemu's code (compiler/emu.h's ABI) on the host, blocks shared
+ * out to a few OS threads, each block's threads as fibers that meet at real barriers. It checks
  * what a GPU would not: a thread that exits while others wait at a barrier, shared-memory
- * races between barriers (a writer and reader per byte and barrier epoch), accesses past
- * the dynamic shared size or outside the launch's global memory; and it enforces the launch
+ * races between barriers (a writer and reader per 4-byte word and barrier epoch),
+ * misaligned shared accesses, accesses past the dynamic shared size or outside the launch's global memory; and it enforces the launch
  * limits a device does (threads per block against the kernel's launch bound and the
  * device, grid extents, shared memory against the limit the kernel opted into). Float32
  * kernels run with the host's flush-to-zero modes on (x86: MXCSR FTZ and DAZ).
@@ -45,16 +45,23 @@ typedef struct rt_emu_launch {
   unsigned max_threads;    /* the device's threads per block (1024) */
   void *const *params;     /* as cuLaunchKernel's: params[q] points at argument q (8 bytes) */
   /* Nonzero when [addr, addr + bytes) lies inside one live allocation of the launch's device
-   * (called from the kernel's threads, on the launching thread). NULL: every access is. */
+   * (called from the kernel's threads, on several OS threads at once). NULL: every access is. */
   int (*global_ok)(void *ctx, const void *addr, uint64_t bytes);
   void *global_ctx;
 } rt_emu_launch;
 
+/* The launch's configuration against the limits, as a device checks it when the launch is
+ * queued: KEOPS_OK or KEOPS_ERROR_ARGUMENT (see rt_emu_run). */
+keops_status rt_emu_check(const rt_emu_launch *l, kerr *e);
 /* Runs the launch to completion. KEOPS_ERROR_ARGUMENT for a launch a device would refuse
  * (the message says which limit, as CUDA_ERROR_INVALID_VALUE or LAUNCH_OUT_OF_RESOURCES
  * would); KEOPS_ERROR_DEVICE for what the kernel did wrong (the message names the thread,
  * the block and the access), after which the launch is abandoned: the other threads of the
  * grid may not have run. */
 keops_status rt_emu_run(const rt_emu_launch *l, kerr *e);
+
+/* The emulated devices (emu_device.c): what KEOPS_GPU=emulator makes a context's GPU. */
+struct rt_device;
+extern const struct rt_device rt_emu_device;
 
 #endif

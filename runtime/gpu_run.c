@@ -30,10 +30,28 @@ typedef struct build_ctx {
   int here; /* load in the context current on this thread, for this run only (not cached) */
 } build_ctx;
 
-static void *build_ptx(void *arg, kerr *e) {
-  build_ctx *b = arg;
+/* The device's image: PTX text, or a host object for the emulator. */
+typedef struct image {
+  char *code;
   size_t len;
-  return kt_compile(b->k->prog, &b->t, "keops_kernel", KC_ASM, &len, e);
+} image;
+
+static void drop_image(void *p) {
+  image *im = p;
+  free(im->code);
+  free(im);
+}
+
+static void *build_image(void *arg, kerr *e) {
+  build_ctx *b = arg;
+  image *im = calloc(1, sizeof *im);
+  kc_out out = b->k->ctx->dev->image == RT_IMAGE_PTX ? KC_ASM : KC_OBJ;
+  if (!im || !(im->code = kt_compile(b->k->prog, &b->t, "keops_kernel", out, &im->len, e))) {
+    if (!im) kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory");
+    free(im);
+    return NULL;
+  }
+  return im;
 }
 
 static void *build_module(void *arg, kerr *e) {
@@ -46,17 +64,17 @@ static void *build_module(void *arg, kerr *e) {
     kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory");
     return NULL;
   }
-  snprintf(pkey, n, "%s|ptx=%s%s", b->k->prog->key, b->t.cpu, b->t.features);
-  const char *ptx = rt_cache_get_owned(ctx->cache, pkey, build_ptx, b, free, e);
+  snprintf(pkey, n, "%s|%s=%s%s", b->k->prog->key, b->t.isa->name, b->t.cpu, b->t.features);
+  const image *im = rt_cache_get_owned(ctx->cache, pkey, build_image, b, drop_image, e);
   free(pkey);
-  rt_gpu_code *c = ptx ? calloc(1, sizeof *c) : NULL;
-  if (ptx && !c) kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory");
+  rt_gpu_code *c = im ? calloc(1, sizeof *c) : NULL;
+  if (im && !c) kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory");
   if (!c) return NULL;
   if (!b->here && dev->enter(b->info->ordinal, e) != KEOPS_OK) {
     free(c);
     return NULL;
   }
-  if (dev->module_load(ptx, strlen(ptx), &c->module, e) == KEOPS_OK &&
+  if (dev->module_load(im->code, im->len, &c->module, e) == KEOPS_OK &&
       (dev->module_function(c->module, "keops_kernel", &c->fn, e) != KEOPS_OK ||
        dev->module_function(c->module, "keops_combine", &c->combine, e) != KEOPS_OK))
     dev->module_unload(c->module, NULL), c->module = NULL, c->fn = NULL;
@@ -92,11 +110,16 @@ void rt_gpu_unload(keops_context *ctx) {
  * frees it), not cached. */
 static rt_gpu_code *gpu_code(keops_kernel *k, const rt_device_info *info, int here, kerr *e) {
   build_ctx b = {k, info, {0}, here};
-  char sm[16], ptx[16];
-  if (rt_ptx_target(info, LLVM_VERSION_MAJOR, sm, sizeof sm, ptx, sizeof ptx, e)) return NULL;
-  kt_set(&b.t, &kt_nvptx, sm, ptx);
-  char suffix[64];
-  snprintf(suffix, sizeof suffix, "|dev=%d", info->ordinal);
+  const rt_device *dev = k->ctx->dev;
+  if (dev->image == RT_IMAGE_PTX) {
+    char sm[16], ptx[16];
+    if (rt_ptx_target(info, LLVM_VERSION_MAJOR, sm, sizeof sm, ptx, sizeof ptx, e)) return NULL;
+    kt_set(&b.t, &kt_nvptx, sm, ptx);
+  } else { /* the emulator runs the GPU's kernel compiled for this host */
+    kt_set(&b.t, &kt_gpuemu, k->ctx->target.cpu, k->ctx->target.features);
+  }
+  char suffix[96];
+  snprintf(suffix, sizeof suffix, "|dev=%s:%d", dev->name, info->ordinal);
   size_t n = strlen(k->prog->key) + sizeof suffix + strlen(b.t.cpu) + strlen(b.t.features) + 8;
   char *key = malloc(n);
   if (!key) {

@@ -79,7 +79,7 @@ void *rt_jit_add_object(rt_jit *j, LLVMMemoryBufferRef obj, const char *symbol, 
     take_error(err, e, "linking the kernel failed");
     return NULL;
   }
-  return rt_jit_lookup(j, symbol, e);
+  return symbol ? rt_jit_lookup(j, symbol, e) : j;
 }
 
 void *rt_jit_lookup(rt_jit *j, const char *symbol, kerr *e) {

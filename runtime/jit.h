@@ -16,7 +16,8 @@ typedef struct rt_jit rt_jit;
 rt_jit *rt_jit_create(kerr *e);
 void rt_jit_destroy(rt_jit *j); /* frees all code added; NULL is fine */
 /* Links the object file (takes ownership of obj) and returns the address of `symbol`, which
- * stays valid until rt_jit_destroy. NULL with e set on failure. Thread-safe. */
+ * stays valid until rt_jit_destroy (symbol NULL: returns j; ORC links lazily, so a bad object
+ * may then only fail at the first lookup). NULL with e set on failure. Thread-safe. */
 void *rt_jit_add_object(rt_jit *j, LLVMMemoryBufferRef obj, const char *symbol, kerr *e);
 /* The address of another symbol of an object already added; NULL with e set. */
 void *rt_jit_lookup(rt_jit *j, const char *symbol, kerr *e);

@@ -24,7 +24,7 @@ struct keops_context {
   rt_pool *pool;
   rt_cache *cache;            /* created with the context: compiles are single-flight per key */
   char describe[4][160];      /* keops_backend_describe, per keops_backend */
-  const rt_device *dev;       /* the GPU backend's devices (rt_device_default()); static */
+  const rt_device *dev;       /* the GPU backend's devices (rt_device_pick()); static */
   struct rt_gpu_code *gpu_code; /* modules loaded on devices, unloaded with the context */
   rt_disk disk;               /* compiled CPU kernels on disk (KEOPS_CACHE_DIR) */
   int gpu_usable;             /* a driver and a device at creation: where AUTO runs */
@@ -42,8 +42,9 @@ struct keops_kernel {
 };
 
 /* context.c */
-/* The device implementation new contexts use: the CUDA driver (cuda.c). Static storage. */
-const rt_device *rt_device_default(void);
+/* The device implementation new contexts use, named by KEOPS_GPU: "cuda" (the default,
+ * cuda.c) or "emulator" (emu_device.c). Static storage; NULL with e set for another name. */
+const rt_device *rt_device_pick(kerr *e);
 keops_status rt_context_init(keops_context *ctx, kerr *e);
 void rt_context_fini(keops_context *ctx);
 /* The key under which k's CPU code is cached (malloc'ed into k->cpu_key). */

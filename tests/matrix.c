@@ -406,6 +406,7 @@ int mx_build_op_cases(int suite) {
 
 /* The coverage tables span the tests of a suite, so the suites run without fork. */
 static int op_seen[OP_COUNT];
+static int red_seen[MX_NRED];
 static void mark_ops(const fe_program *p, const char *text);
 
 /* The backend under test, then the reference, then the comparison. */
@@ -464,6 +465,11 @@ static void mark_ops(const fe_program *p, const char *text) {
   }
 }
 
+void mx_reset_coverage(void) {
+  memset(op_seen, 0, sizeof op_seen);
+  memset(red_seen, 0, sizeof red_seen);
+}
+
 void mx_check_every_op_row(void) {
   for (int op = 0; op < OP_COUNT; op++)
     ck_assert_msg(op_seen[op], "no %s case compiled and checked the %s row", mx_backend,
@@ -475,7 +481,6 @@ const char *const mx_red_names[MX_NRED] = {
 #include "reductions.def"
 #undef X
 };
-static int red_seen[MX_NRED];
 
 static void mark_reduction(const red_row *row) {
   for (int r = 0; r < MX_NRED; r++)

@@ -137,6 +137,7 @@ void mx_op_case(keops_context *ctx, const opcase *c, int axis, keops_dtype dt, u
                 mx_runner run, int how, const char *suffix);
 /* Fails unless every row of ops.def was compiled and checked by some mx_op_case. */
 void mx_check_every_op_row(void);
+void mx_reset_coverage(void); /* forget which rows were checked (a new pass of a suite) */
 
 /* ---- the reduction matrix ----------------------------------------------------------------- */
 

@@ -1,10 +1,13 @@
-/* The GPU backend against the reference interpreter.
+/* The GPU backend against the reference interpreter, in two passes: on the GPU emulator
+ * (KEOPS_GPU=emulator: gpu.c's very kernels compiled for the host and run with barriers,
+ * race and bounds checks, emulator.h) on every machine, then on the CUDA devices where there
+ * are. The output says how many checks ran on each.
  *
  * Without a usable CUDA device (no libcuda.so.1, no device): one line on stdout says why, and
- * only the no-device contract is checked - KEOPS_BACKEND_GPU gives KEOPS_ERROR_NO_DEVICE with a
- * message naming CUDA, device_pointers with the CPU (or AUTO resolved to CPU) backend is
- * KEOPS_ERROR_ARGUMENT, AUTO resolves to the CPU, and the context keeps working (a CPU run
- * right after matches the reference).
+ * only the no-device contract is checked in the second pass - KEOPS_BACKEND_GPU gives
+ * KEOPS_ERROR_NO_DEVICE with a message naming CUDA, device_pointers with the CPU (or AUTO
+ * resolved to CPU) backend is KEOPS_ERROR_ARGUMENT, AUTO resolves to the CPU, and the context
+ * keeps working (a CPU run right after matches the reference).
  *
  * With a device (device 0; device-pointer runs on a stream of their own, host runs on the
  * default stream):
@@ -21,8 +24,9 @@
  *     family within (6n + 64) u (1 + |v|)): small M (M = 3, N = 200000, and swapped for axis 0:
  *     the j-split, partial states combined; extremes planted across chunks; host and device
  *     pointers), N = 0 neutral values, NaN/inf inputs, K > N, ties, block-size edges,
- *     M*N > 2^31 (70000 x 40000), device id out of range, a pointer of another device (with
- *     2 GPUs), Zero formulas with device pointers, AUTO resolving to the GPU.
+ *     M*N > 2^31 (70000 x 40000; on devices only: the emulator would take hours), device id
+ *     out of range, a pointer of another device (with 2 GPUs; the emulator has 2), Zero
+ *     formulas with device pointers, AUTO resolving to the GPU.
  *
  * Tolerances (matrix): the model shared with test_cpu, in matrix.h. The GPU computes in the
  * dtype with the CPU's vmath polynomials (<= 2 ulp float32, <= 4 ulp float64; float32 Exp
@@ -37,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "emulator.h"
 #include "matrix.h"
 #include "testutil.h"
 
@@ -49,6 +54,7 @@
 static keops_context *ctx;
 static const rt_device *cu; /* ctx's devices: staging where the runs look (set in main) */
 static int ndev;
+static int emulated; /* this pass runs on the GPU emulator (emu_device.c) */
 /* TEST_GPU_BACKEND=cpu: the GPU suite runs with the CPU backend and host arrays (a check of the
  * suite itself - cases, data, tolerances - on machines without a GPU). */
 static int dry;
@@ -509,37 +515,41 @@ START_TEST(no_device_contract) {
 }
 END_TEST
 
-int main(void) {
-  if (keops_context_create(&ctx) != KEOPS_OK) {
-    fprintf(stderr, "test_gpu: no context: %s\n", keops_last_error());
+/* One pass of the suite on the devices of a context whose KEOPS_GPU is impl. Returns the
+ * failures; *checks gets the number of checks run on a device. */
+static int run_pass(const char *impl, int *checks) {
+  setenv("KEOPS_GPU", impl, 1);
+  keops_status st = keops_context_create(&ctx);
+  unsetenv("KEOPS_GPU");
+  if (st != KEOPS_OK) {
+    fprintf(stderr, "test_gpu: no context (KEOPS_GPU=%s): %s\n", impl, keops_last_error());
     return 1;
   }
   kerr e;
   kerr_clear(&e);
   cu = ctx->dev;
+  emulated = cu == &rt_emu_device;
+  test_stream = NULL;
   int gpu = rt_gpu_usable(cu) && cu->count(&ndev, &e) == KEOPS_OK;
   const char *be = getenv("TEST_GPU_BACKEND");
   dry = !gpu && be && !strcmp(be, "cpu");
   if (dry) printf("test_gpu: TEST_GPU_BACKEND=cpu: the GPU suite runs on the CPU backend\n");
   else if (!gpu) {
-    printf("test_gpu: no usable CUDA device (%s), GPU run tests skipped\n",
+    printf("test_gpu: no usable CUDA device (%s), the suite ran on the emulator only\n",
            keops_backend_describe(ctx, KEOPS_BACKEND_GPU));
     fflush(stdout);
   }
-  mx_backend = "GPU", mx_ftz_term = 0x1p-100;
   if (gpu && (cu->enter(0, &e) || cu->stream_create(&test_stream, &e))) {
     printf("test_gpu: creating a stream on device 0 failed: %s\n", e.msg);
     return 1;
   }
   if (gpu) cu->leave();
-  Suite *s = suite_create("gpu");
+  mx_reset_coverage();
+  Suite *s = suite_create(emulated ? "gpu (emulated)" : "gpu");
   TCase *tc = tcase_create("no_device");
   tcase_add_test(tc, no_device_contract);
   suite_add_tcase(s, tc);
   if (gpu || dry) {
-    n_op_cases = mx_build_op_cases(MX_GPU);
-    n_rcfgs = mx_build_rcfgs(rcfgs, MAXRCFG);
-    build_ecases();
     TCase *m = tcase_create("matrix");
     tcase_set_timeout(m, 1800);
     tcase_add_loop_test(m, op_matrix, 0, n_op_cases > 0 ? 2 * n_op_cases : 0);
@@ -553,16 +563,36 @@ int main(void) {
     tcase_add_loop_test(ed, empty_reduction, 0, 4 * n_ecases);
     tcase_add_loop_test(ed, nan_inf, 0, 4 * n_ecases);
     tcase_add_loop_test(ed, k_over_n_and_ties, 0, 4 * n_ecases);
-    tcase_add_loop_test(ed, more_than_2_31_pairs, 0, 4);
+    if (!emulated) tcase_add_loop_test(ed, more_than_2_31_pairs, 0, 4);
     tcase_add_test(ed, devices_and_pointers);
     tcase_add_loop_test(ed, zero_formula_device_pointers, 0, 4);
     suite_add_tcase(s, ed);
   }
-  int failed = tu_run(s, 0); /* CUDA state does not survive fork; coverage tables */
+  SRunner *r = srunner_create(s);
+  srunner_set_fork_status(r, CK_NOFORK); /* CUDA state does not survive fork; coverage tables */
+  srunner_run_all(r, CK_NORMAL);
+  int failed = srunner_ntests_failed(r);
+  *checks = gpu ? srunner_ntests_run(r) : 0;
+  srunner_free(r);
   if (test_stream && !cu->enter(0, NULL)) {
     cu->stream_destroy(test_stream, NULL);
     cu->leave();
   }
   keops_context_destroy(ctx);
+  return failed;
+}
+
+/* The suite runs on the emulator everywhere, then on the CUDA devices where there are. */
+int main(void) {
+  mx_backend = "GPU", mx_ftz_term = 0x1p-100;
+  n_op_cases = mx_build_op_cases(MX_GPU);
+  n_rcfgs = mx_build_rcfgs(rcfgs, MAXRCFG);
+  build_ecases();
+  int emu_checks = 0, dev_checks = 0;
+  int failed = run_pass("emulator", &emu_checks);
+  printf("test_gpu: %d checks ran on the GPU emulator (more_than_2_31_pairs, 2.8e9 pairs, runs on "
+         "devices only)\n", emu_checks);
+  failed += run_pass("cuda", &dev_checks);
+  printf("test_gpu: %d checks ran on a CUDA device\n", dev_checks);
   return failed != 0;
 }
