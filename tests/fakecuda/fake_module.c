@@ -284,6 +284,18 @@ FK_EXPORT CUresult cuLaunchKernel(fk_func *f, unsigned gx, unsigned gy, unsigned
   op->shared = shared;
   op->shared_limit = (unsigned)f->max_dyn_shared;
   for (uint32_t i = 0; i < f->ef->info.nparams; i++) memcpy(&op->vals[i], params[i], 8);
+  /* and whatever else the emulator would refuse, refused here, when the launch is queued */
+  void *pv[1] = {op->vals};
+  rt_emu_launch l = {.fn = f->ef, .shared_bytes = shared, .shared_limit = op->shared_limit,
+                     .max_threads = (unsigned)d->max_threads_per_block, .params = pv};
+  memcpy(l.grid, op->grid, sizeof l.grid);
+  memcpy(l.block, op->block, sizeof l.block);
+  kerr e;
+  kerr_clear(&e);
+  if (rt_emu_check(&l, &e)) {
+    free(op);
+    END(CUDA_ERROR_INVALID_VALUE);
+  }
   fk_enqueue(q, op);
   END(CUDA_SUCCESS);
 }
