@@ -544,3 +544,164 @@ char *dag_dot(const dag *d, uint32_t root, const char *const *names, int npos) {
   free(need);
   return sb_done(&b);
 }
+
+/* ---- deserialization ---------------------------------------------------------------------- */
+
+typedef struct reader {
+  const char *s, *end;
+  dag *d;
+  uint32_t rec; /* record number, from 1 */
+} reader;
+
+static int rd_fail(reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int rd_fail(reader *r, const char *fmt, ...) {
+  char msg[400];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  kerr_set(&r->d->err, KEOPS_ERROR_ARGUMENT, "serialized formula, record %u: %s", r->rec, msg);
+  return -1;
+}
+
+/* A decimal integer as dag_serialize prints it (optional '-', digits, no leading zeros), so
+ * that one text means one DAG. */
+static int rd_int(reader *r, int64_t *v) {
+  const char *s = r->s;
+  int neg = s < r->end && *s == '-';
+  s += neg;
+  if (s >= r->end || *s < '0' || *s > '9' || (*s == '0' && s + 1 < r->end && s[1] >= '0' && s[1] <= '9'))
+    return rd_fail(r, "expected an integer");
+  uint64_t x = 0, lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+  for (; s < r->end && *s >= '0' && *s <= '9'; s++) {
+    if (x > (lim - (uint64_t)(*s - '0')) / 10) return rd_fail(r, "integer out of range");
+    x = x * 10 + (uint64_t)(*s - '0');
+  }
+  if (neg && x == 0) return rd_fail(r, "negative zero");
+  *v = neg ? (int64_t)(0 - x) : (int64_t)x;
+  r->s = s;
+  return 0;
+}
+
+/* The leaves' parameters, as the leaf helpers make them. */
+static int rd_leaf(reader *r, int op, int dim, const int64_t *p, int np) {
+  switch (op) {
+  case OP_Var:
+    if (np != 2 || p[0] < 0 || p[0] >= INT32_MAX || p[1] < CAT_I || p[1] > CAT_P)
+      return rd_fail(r, "Var needs a position >= 0 and a category 0, 1 or 2");
+    return 0;
+  case OP_Zero:
+    return np ? rd_fail(r, "Zero takes no parameters") : 0;
+  case OP_RatCst: {
+    if (np != 2 || dim != 1 || p[1] <= 0 || p[0] == 0 || p[0] == INT64_MIN)
+      return rd_fail(r, "RatCst needs dim 1, a nonzero numerator and a positive denominator");
+    int64_t a = p[0] < 0 ? -p[0] : p[0], b = p[1];
+    while (b) {
+      int64_t t = a % b;
+      a = b, b = t;
+    }
+    return a != 1 ? rd_fail(r, "RatCst %lld/%lld is not in lowest terms", (long long)p[0],
+                            (long long)p[1])
+                  : 0;
+  }
+  case OP_Cst:
+    /* any double: dag_cst's choice between Cst and RatCst is a matter of form, not safety */
+    return np != 1 || dim != 1 ? rd_fail(r, "Cst needs dim 1 and one parameter") : 0;
+  default:
+    return rd_fail(r, "%s is not a leaf", dag_ops[op].name);
+  }
+}
+
+int dag_deserialize(dag *d, const char *text, size_t len, uint32_t *root) {
+  *root = 0;
+  if (d->err.status != KEOPS_OK) return -1;
+  reader r = {text, text + len, d, 0};
+  uint32_t cap = 0, *ids = NULL; /* record number -> node id */
+  int rc = -1;
+  if (!text || !len) {
+    r.rec = 1;
+    return rd_fail(&r, "empty text");
+  }
+  while (r.s < r.end) {
+    r.rec++;
+    const char *name = r.s;
+    while (r.s < r.end && *r.s != ':' && *r.s != ';') r.s++;
+    int op = dag_op_lookup(name, (size_t)(r.s - name));
+    if (op < 0) {
+      rd_fail(&r, "unknown operation '%.*s'", (int)(r.s - name > 40 ? 40 : r.s - name), name);
+      goto out;
+    }
+    enum dag_kind kind = dag_ops[op].kind;
+    if (kind != K_EW && kind != K_ST && kind != K_LF) {
+      rd_fail(&r, "%s is never a node", dag_ops[op].name);
+      goto out;
+    }
+    int64_t dim, p[256];
+    uint32_t k[DAG_MAX_KIDS];
+    int nk = 0, np = 0;
+    if (r.s >= r.end || *r.s++ != ':') {
+      rd_fail(&r, "expected ':' after %s", dag_ops[op].name);
+      goto out;
+    }
+    if (rd_int(&r, &dim)) goto out;
+    if (dim < 1 || dim > DAG_MAX_DIM) {
+      rd_fail(&r, "%s: dimension %lld is out of range [1, %d]", dag_ops[op].name, (long long)dim,
+              DAG_MAX_DIM);
+      goto out;
+    }
+    while (r.s < r.end && *r.s == ' ') {
+      r.s++;
+      if (r.s < r.end && *r.s == '@') {
+        r.s++;
+        int64_t kid;
+        if (np) {
+          rd_fail(&r, "a child after the parameters");
+          goto out;
+        }
+        if (rd_int(&r, &kid)) goto out;
+        if (kid < 1 || kid >= (int64_t)r.rec) {
+          rd_fail(&r, "child @%lld is not an earlier record", (long long)kid);
+          goto out;
+        }
+        if (nk == DAG_MAX_KIDS) {
+          rd_fail(&r, "more than %d children", DAG_MAX_KIDS);
+          goto out;
+        }
+        k[nk++] = ids[kid - 1];
+      } else {
+        if (np == 255) {
+          rd_fail(&r, "more than 255 parameters");
+          goto out;
+        }
+        if (rd_int(&r, &p[np])) goto out;
+        np++;
+      }
+    }
+    if (r.s >= r.end || *r.s++ != ';') {
+      rd_fail(&r, "expected ';' at the end of the record");
+      goto out;
+    }
+    if ((kind == K_LF) != (nk == 0)) {
+      rd_fail(&r, "%s %s children", dag_ops[op].name, nk ? "takes no" : "needs");
+      goto out;
+    }
+    if (kind == K_LF && rd_leaf(&r, op, (int)dim, p, np)) goto out;
+    if (r.rec > cap) {
+      uint32_t ncap = cap ? 2 * cap : 64;
+      uint32_t *n = realloc(ids, sizeof *n * ncap);
+      if (!n) {
+        kerr_set(&d->err, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory reading a formula");
+        goto out;
+      }
+      ids = n, cap = ncap;
+    }
+    uint32_t id = dag_intern(d, op, (int)dim, k, nk, p, np);
+    if (!id) goto out;
+    ids[r.rec - 1] = id;
+  }
+  *root = ids[r.rec - 1];
+  rc = 0;
+out:
+  free(ids);
+  return rc;
+}

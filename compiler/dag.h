@@ -148,6 +148,16 @@ char *dag_print(const dag *d, uint32_t id, const char *const *names, int npos);
  * post-order, shared nodes written once): equal structures give equal strings whatever order
  * they were built in. The cache key's formula part. malloc'ed, caller frees. */
 char *dag_serialize(const dag *d, uint32_t id);
+/* The inverse of dag_serialize: the records of text[0, len) interned into d as they are
+ * (dag_intern: no dim rules, no rewriting), into *root (the last record). Checks what a
+ * node needs to be safe to read: a known op of a kind the DAG stores (elementwise,
+ * structural, leaf), at most DAG_MAX_KIDS children numbering earlier records, at most 255
+ * parameters, a dim in range, leaves' parameters (Var position and category, RatCst in
+ * lowest terms with a positive denominator, Cst a non-rational double). Whether a node's dim
+ * follows from its children is the dim rules' business: rebuild through dag_make to check it
+ * (fe_from_key does). Returns 0, or -1 with the dag error set ("serialized formula, record
+ * N: ..."); text may be anything. */
+int dag_deserialize(dag *d, const char *text, size_t len, uint32_t *root);
 /* Graphviz picture of the DAG below id; malloc'ed, caller frees. */
 char *dag_dot(const dag *d, uint32_t id, const char *const *names, int npos);
 

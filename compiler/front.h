@@ -142,6 +142,13 @@ static inline int64_t fe_nred(const fe_program *p, int64_t M, int64_t N) { retur
  * fe_free. */
 fe_program *fe_build(const keops_kernel_desc *desc, kerr *e);
 void fe_free(fe_program *p);
+/* The program whose key is `key` (fe_program.key), rebuilt without the formula's text: the
+ * same f, reduction, options, arguments and derived facts, so the same code (what a fake
+ * driver given the key in a PTX comment needs). Alias names and user_f / user_f2 are not in
+ * the key (NULL, 0). Any text that is not exactly a program's key is refused with
+ * KEOPS_ERROR_ARGUMENT ("program key: ..."); NULL with e set, else the caller frees with
+ * fe_free. */
+fe_program *fe_from_key(const char *key, kerr *e);
 
 /* ---- reference interpreter (interp.c) --------------------------------------------------- */
 

@@ -2,6 +2,8 @@
  * NVPTX backend writes the PTX, the CUDA driver JIT-compiles it: no CUDA toolkit is
  * involved. The LLVM CPU is the sm_XY architecture and the features the PTX ISA ("+ptx85"),
  * both chosen at run time from the device and driver (runtime/cuda.c). */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <llvm-c/Target.h>
@@ -69,8 +71,29 @@ static int check(const kt_target *t, kerr *e) {
 
 static const kt_grid grid = {sreg, barrier, shared, 1, 0, entry};
 
+/* gpu.c's kernels, with the program's key as a comment line at the top of the PTX (module
+ * inline asm): people reading PTX see what it computes, and the tests' fake CUDA driver,
+ * which only ever sees PTX, rebuilds the program from it (fe_from_key). */
+#define KEY_LINE "// keops program: "
+static LLVMModuleRef build(LLVMContextRef C, const fe_program *p, const kt_target *t,
+                           const char *name, kerr *e) {
+  LLVMModuleRef m = gpu_build(C, p, t, name, e);
+  if (!m) return NULL;
+  size_t n = strlen(KEY_LINE) + strlen(p->key) + 2;
+  char *line = malloc(n);
+  if (!line) {
+    LLVMDisposeModule(m);
+    kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory");
+    return NULL;
+  }
+  snprintf(line, n, "%s%s\n", KEY_LINE, p->key);
+  LLVMSetModuleInlineAsm2(m, line, n - 1);
+  free(line);
+  return m;
+}
+
 /* O3: the GPU loop benefits from unrolling, and PTX is made once per architecture. */
 const kt_isa kt_nvptx = {.name = "nvptx", .triple = "nvptx64-nvidia-cuda", .w32 = 1, .w64 = 1,
                          .u = 1, .math = VM_MATH_EX2_APPROX, .pipeline = "default<O3>",
                          .reloc = LLVMRelocDefault, .code_model = LLVMCodeModelDefault,
-                         .build = gpu_build, .grid = &grid, .attrs = attrs, .check = check};
+                         .build = build, .grid = &grid, .attrs = attrs, .check = check};

@@ -116,7 +116,9 @@ KEOPS_API keops_status keops_kernel_run(keops_kernel *k, int64_t M, int64_t N, c
 /* The backend keops_kernel_run(k, ..., opts) runs on, AUTO resolved (the GPU when one is
  * usable, else the compiled CPU kernel). opts may be NULL. KEOPS_BACKEND_AUTO for a NULL k. */
 KEOPS_API keops_backend keops_kernel_backend(const keops_kernel *k, const keops_run_options *opts);
-/* What backend b means in ctx, for logs: e.g. "CPU JIT (avx512, sapphirerapids, 2 threads)".
+/* What backend b means in ctx, for logs: e.g. "CPU JIT (avx512, sapphirerapids, 2 threads)";
+ * for AUTO, the backend it resolves to, and on the CPU why the GPU is not used (no driver, a
+ * compute capability or driver keops cannot generate code for, no primary context...).
  * The string belongs to ctx; "" for a NULL ctx or an unknown b. */
 KEOPS_API const char *keops_backend_describe(const keops_context *ctx, keops_backend b);
 

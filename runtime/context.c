@@ -64,7 +64,10 @@ keops_status rt_context_init(keops_context *ctx, kerr *e) {
   }
   pthread_mutex_init(&ctx->lock, NULL);
   rt_disk_init(&ctx->disk);
-  ctx->gpu_usable = rt_gpu_usable(ctx->dev); /* once: AUTO must not ask the driver on every run */
+  kerr why;
+  kerr_clear(&why);
+  /* once: AUTO must not ask the driver on every run */
+  ctx->gpu_usable = rt_gpu_auto_ok(ctx->dev, &why);
   atomic_init(&ctx->disk_loads, 0);
   snprintf(ctx->describe[KEOPS_BACKEND_CPU], sizeof ctx->describe[0],
            "CPU JIT (%s, %s, %d thread%s)", ctx->target.isa->name, ctx->target.cpu, ctx->nthreads,
@@ -72,8 +75,12 @@ keops_status rt_context_init(keops_context *ctx, kerr *e) {
   describe_gpu(ctx);
   snprintf(ctx->describe[KEOPS_BACKEND_REFERENCE], sizeof ctx->describe[0],
            "reference interpreter (double precision, 1 thread)");
-  snprintf(ctx->describe[KEOPS_BACKEND_AUTO], sizeof ctx->describe[0], "%s",
-           ctx->describe[rt_backend(ctx, &ctx->defaults)]);
+  if (ctx->gpu_usable || rt_backend(ctx, &ctx->defaults) != KEOPS_BACKEND_CPU)
+    snprintf(ctx->describe[KEOPS_BACKEND_AUTO], sizeof ctx->describe[0], "%s",
+             ctx->describe[rt_backend(ctx, &ctx->defaults)]);
+  else /* the CPU, and why not the GPU */
+    snprintf(ctx->describe[KEOPS_BACKEND_AUTO], sizeof ctx->describe[0], "%.60s; GPU not used: %.79s",
+             ctx->describe[KEOPS_BACKEND_CPU], why.msg);
   return KEOPS_OK;
 }
 
@@ -103,6 +110,8 @@ keops_status rt_kernel_init(keops_kernel *k, kerr *e) {
 
 keops_backend rt_backend(const keops_context *ctx, const keops_run_options *o) {
   if (o->backend != KEOPS_BACKEND_AUTO) return o->backend;
+  /* a device lost to a sticky fault since the context was made: the CPU takes over */
+  if (ctx->gpu_usable && ctx->dev->faulted && ctx->dev->faulted(o->device_id)) return KEOPS_BACKEND_CPU;
   return ctx->gpu_usable ? KEOPS_BACKEND_GPU : KEOPS_BACKEND_CPU;
 }
 

@@ -26,6 +26,17 @@ enum {
   CUDA_ERROR_OUT_OF_MEMORY = 2,
   CUDA_ERROR_NO_DEVICE = 100,
   CUDA_ERROR_INVALID_DEVICE = 101,
+  CUDA_ERROR_NO_BINARY_FOR_GPU = 209,
+  CUDA_ERROR_INVALID_PTX = 218,
+  CUDA_ERROR_UNSUPPORTED_PTX_VERSION = 222,
+  CUDA_ERROR_ILLEGAL_ADDRESS = 700,
+  CUDA_ERROR_LAUNCH_TIMEOUT = 702,
+  CUDA_ERROR_HARDWARE_STACK_ERROR = 714,
+  CUDA_ERROR_ILLEGAL_INSTRUCTION = 715,
+  CUDA_ERROR_MISALIGNED_ADDRESS = 716,
+  CUDA_ERROR_INVALID_ADDRESS_SPACE = 717,
+  CUDA_ERROR_INVALID_PC = 718,
+  CUDA_ERROR_LAUNCH_FAILED = 719,
 };
 enum { /* CUdevice_attribute */
        CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK = 1,
@@ -43,7 +54,7 @@ enum { /* CUjit_option */
        CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6,
 };
 enum { CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8 };
-enum { CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL = 9 };
+enum { CU_POINTER_ATTRIBUTE_CONTEXT = 1, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL = 9 };
 
 /* The driver entry points: (member, exported symbol, parameters). The _v2 symbols are the
  * ones cuda.h maps the plain names to; the unversioned ones are the CUDA 3.x ABI with 32-bit
@@ -94,6 +105,15 @@ static int ndev;
  * them at exit would race the driver's own teardown. */
 static pthread_mutex_t ctx_lock = PTHREAD_MUTEX_INITIALIZER;
 static CUcontext *ctxs;
+/* Per device, the sticky error that ended its primary context (0: none). A kernel fault
+ * (ILLEGAL_ADDRESS, LAUNCH_FAILED...) leaves the context unusable: every later call on it
+ * returns the error until the process resets the device, which keops never does under its
+ * users' feet. Read and written under ctx_lock. */
+static int *faults;
+/* The contexts `enter` and `enter_owner` made current on this thread, innermost last: the
+ * device ordinal of a primary context, -1 for a context of the user's (whose faults are not
+ * the primary context's). Whose context a failing call used. */
+static _Thread_local int entered[16], nentered;
 
 static const char *err_name(CUresult r) {
   const char *s = NULL;
@@ -110,14 +130,34 @@ static const char *err_string(CUresult r) {
 }
 
 /* Out of memory and missing devices keep their own statuses so that callers can fall back
- * (smaller tiles, the CPU); everything else is a device failure. */
+ * (smaller tiles, the CPU); code the driver cannot run on this device (PTX it cannot compile,
+ * a PTX ISA too new for it, no binary for the architecture) is a request this backend cannot
+ * serve; everything else is a device failure. */
 static keops_status status_of(CUresult r) {
   switch (r) {
   case CUDA_ERROR_OUT_OF_MEMORY: return KEOPS_ERROR_OUT_OF_MEMORY;
   case CUDA_ERROR_NO_DEVICE:
   case CUDA_ERROR_INVALID_DEVICE: return KEOPS_ERROR_NO_DEVICE;
+  case CUDA_ERROR_INVALID_PTX:
+  case CUDA_ERROR_UNSUPPORTED_PTX_VERSION:
+  case CUDA_ERROR_NO_BINARY_FOR_GPU: return KEOPS_ERROR_UNSUPPORTED;
   default: return KEOPS_ERROR_DEVICE;
   }
+}
+
+/* The errors after which a context is lost (CUDA's "sticky" errors: the process must reset
+ * the device). */
+static int sticky(CUresult r) {
+  return r == CUDA_ERROR_ILLEGAL_ADDRESS || r == CUDA_ERROR_LAUNCH_TIMEOUT ||
+         (r >= CUDA_ERROR_HARDWARE_STACK_ERROR && r <= CUDA_ERROR_LAUNCH_FAILED);
+}
+
+/* Remembers a sticky error of the device current on this thread. */
+static void note_fault(CUresult r) {
+  if (!sticky(r) || !nentered || !faults || entered[nentered - 1] < 0) return;
+  pthread_mutex_lock(&ctx_lock);
+  if (!faults[entered[nentered - 1]]) faults[entered[nentered - 1]] = r;
+  pthread_mutex_unlock(&ctx_lock);
 }
 
 /* "<call> failed: <NAME> (<description>)" and an optional detail after ": ". */
@@ -125,6 +165,7 @@ static keops_status fail(kerr *e, const char *call, CUresult r, const char *fmt,
     __attribute__((format(printf, 4, 5)));
 static keops_status fail(kerr *e, const char *call, CUresult r, const char *fmt, ...) {
   keops_status st = status_of(r);
+  note_fault(r);
   char detail[sizeof e->msg] = "";
   if (fmt) {
     va_list ap;
@@ -191,7 +232,10 @@ static void load(void) {
   } else if (ndev <= 0) {
     load_fail(KEOPS_ERROR_NO_DEVICE,
               "no CUDA device: libcuda.so.1 loaded, but the driver reports no device");
-  } else if (!(ctxs = calloc((size_t)ndev, sizeof *ctxs))) {
+  } else if (!(ctxs = calloc((size_t)ndev, sizeof *ctxs)) ||
+             !(faults = calloc((size_t)ndev, sizeof *faults))) {
+    free(ctxs);
+    ctxs = NULL;
     load_fail(KEOPS_ERROR_OUT_OF_MEMORY, "out of memory loading the CUDA driver");
   } else {
     load_status = KEOPS_OK;
@@ -273,12 +317,17 @@ static keops_status cu_device_info(int ordinal, rt_device_info *out, kerr *e) {
 static keops_status cu_ctx_enter(int ordinal, kerr *e) {
   keops_status st = check_ordinal(ordinal, e);
   if (st != KEOPS_OK) return st;
+  if (nentered == (int)(sizeof entered / sizeof *entered)) {
+    kerr_set(e, KEOPS_ERROR_DEVICE, "device %d: more than %d nested enters on one thread", ordinal,
+             nentered);
+    return KEOPS_ERROR_DEVICE;
+  }
   /* One retain per device, under the lock, so concurrent first users share one context. */
   pthread_mutex_lock(&ctx_lock);
   CUcontext c = ctxs[ordinal];
-  CUresult r = CUDA_SUCCESS;
+  CUresult r = CUDA_SUCCESS, fault = faults[ordinal];
   const char *call = NULL;
-  if (!c) {
+  if (!c && !fault) {
     CUdevice dev;
     if ((r = drv.cuDeviceGet(&dev, ordinal)) != CUDA_SUCCESS)
       call = "cuDeviceGet";
@@ -288,14 +337,59 @@ static keops_status cu_ctx_enter(int ordinal, kerr *e) {
       ctxs[ordinal] = c;
   }
   pthread_mutex_unlock(&ctx_lock);
+  if (fault) { /* fail fast: every call on that context would return the fault again */
+    kerr_set(e, KEOPS_ERROR_DEVICE,
+             "device %d is unusable: an earlier run in this process faulted with %s (%s), which "
+             "ends its CUDA context until the process exits",
+             ordinal, err_name(fault), err_string(fault));
+    return KEOPS_ERROR_DEVICE;
+  }
   if (call) return fail(e, call, r, "device %d", ordinal);
   CU_CALL(e, cuCtxPushCurrent, (c));
+  entered[nentered++] = ordinal;
   return KEOPS_OK;
 }
 
 static void cu_ctx_leave(void) {
   CUcontext c;
-  if (cu_load(NULL) == KEOPS_OK) drv.cuCtxPopCurrent(&c); /* the once orders the table's writes */
+  if (cu_load(NULL) != KEOPS_OK) return; /* the once orders the table's writes */
+  drv.cuCtxPopCurrent(&c);
+  if (nentered) nentered--;
+}
+
+static int cu_faulted(int ordinal) {
+  if (cu_load(NULL) != KEOPS_OK || ordinal < 0 || ordinal >= ndev) return 0;
+  pthread_mutex_lock(&ctx_lock);
+  int f = faults[ordinal] != 0;
+  pthread_mutex_unlock(&ctx_lock);
+  return f;
+}
+
+/* The context that owns p: the device's primary one (*primary = 1), or one the user made with
+ * cuCtxCreate, whose memory and streams only its own kernels may use. */
+static keops_status cu_enter_owner(rt_dptr p, int *primary, kerr *e) {
+  *primary = 0;
+  keops_status st = cu_load(e);
+  if (st != KEOPS_OK) return st;
+  CUcontext c = NULL;
+  int ord = -1;
+  CUresult r = drv.cuPointerGetAttribute(&c, CU_POINTER_ATTRIBUTE_CONTEXT, p);
+  if (r == CUDA_SUCCESS) r = drv.cuPointerGetAttribute(&ord, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, p);
+  if (r != CUDA_SUCCESS) return fail(e, "cuPointerGetAttribute", r, "pointer 0x%llx", p);
+  /* the primary context, retained as enter does, to tell it from the user's */
+  if ((st = cu_ctx_enter(ord, e)) != KEOPS_OK) return st;
+  cu_ctx_leave();
+  pthread_mutex_lock(&ctx_lock);
+  *primary = c == ctxs[ord];
+  pthread_mutex_unlock(&ctx_lock);
+  if (*primary) return cu_ctx_enter(ord, e);
+  if (nentered == (int)(sizeof entered / sizeof *entered)) {
+    kerr_set(e, KEOPS_ERROR_DEVICE, "more than %d nested enters on one thread", nentered);
+    return KEOPS_ERROR_DEVICE;
+  }
+  CU_CALL(e, cuCtxPushCurrent, (c));
+  entered[nentered++] = -1;
+  return KEOPS_OK;
 }
 
 /* ---- modules ------------------------------------------------------------------------- */
@@ -482,6 +576,8 @@ const rt_device cu_driver = {
     .info = cu_device_info,
     .enter = cu_ctx_enter,
     .leave = cu_ctx_leave,
+    .faulted = cu_faulted,
+    .enter_owner = cu_enter_owner,
     .module_load = cu_module_load,
     .module_function = cu_module_function,
     .module_unload = cu_module_unload,

@@ -72,6 +72,15 @@ typedef struct rt_device {
   keops_status (*enter)(int ordinal, kerr *e);
   /* Pops what enter pushed; harmless when load failed. */
   void (*leave)(void);
+  /* Nonzero once device `ordinal` had a fault that leaves it unusable for the rest of the
+   * process (CUDA's sticky errors): `enter` then fails at once, and AUTO runs on the CPU.
+   * NULL: the implementation has no such faults. */
+  int (*faulted)(int ordinal);
+  /* Makes current the context that owns device address p, for runs on the user's device
+   * pointers: the primary context of p's device (*primary = 1, as enter(ordinal) would), or one
+   * the user created (CUDA's cuCtxCreate), whose memory and streams only code loaded in it may
+   * use. Pair with leave. NULL: every pointer belongs to the context enter makes current. */
+  keops_status (*enter_owner)(rt_dptr p, int *primary, kerr *e);
 
   /* ---- modules ---- */
   /* Loads size bytes of code of the device's image kind (PTX: NUL-terminated text, size

@@ -27,6 +27,7 @@ typedef struct build_ctx {
   keops_kernel *k;
   const rt_device_info *info;
   kt_target t;
+  int here; /* load in the context current on this thread, for this run only (not cached) */
 } build_ctx;
 
 /* The device's image: PTX text, or a host object for the emulator. */
@@ -69,7 +70,7 @@ static void *build_module(void *arg, kerr *e) {
   rt_gpu_code *c = im ? calloc(1, sizeof *c) : NULL;
   if (im && !c) kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory");
   if (!c) return NULL;
-  if (dev->enter(b->info->ordinal, e) != KEOPS_OK) {
+  if (!b->here && dev->enter(b->info->ordinal, e) != KEOPS_OK) {
     free(c);
     return NULL;
   }
@@ -77,12 +78,13 @@ static void *build_module(void *arg, kerr *e) {
       (dev->module_function(c->module, "keops_kernel", &c->fn, e) != KEOPS_OK ||
        dev->module_function(c->module, "keops_combine", &c->combine, e) != KEOPS_OK))
     dev->module_unload(c->module, NULL), c->module = NULL, c->fn = NULL;
-  dev->leave();
+  if (!b->here) dev->leave();
   if (!c->fn) {
     free(c);
     return NULL;
   }
   c->ordinal = b->info->ordinal;
+  if (b->here) return c;
   pthread_mutex_lock(&ctx->lock);
   c->next = ctx->gpu_code;
   ctx->gpu_code = c;
@@ -103,9 +105,11 @@ void rt_gpu_unload(keops_context *ctx) {
   ctx->gpu_code = NULL;
 }
 
-/* The code of k for the device described by info (compiled and loaded on first use). */
-static rt_gpu_code *gpu_code(keops_kernel *k, const rt_device_info *info, kerr *e) {
-  build_ctx b = {k, info, {0}};
+/* The code of k for the device described by info (compiled and loaded on first use). here:
+ * loaded into the context current on this thread, for one run (the caller unloads it and
+ * frees it), not cached. */
+static rt_gpu_code *gpu_code(keops_kernel *k, const rt_device_info *info, int here, kerr *e) {
+  build_ctx b = {k, info, {0}, here};
   const rt_device *dev = k->ctx->dev;
   if (dev->image == RT_IMAGE_PTX) {
     char sm[16], ptx[16];
@@ -123,7 +127,7 @@ static rt_gpu_code *gpu_code(keops_kernel *k, const rt_device_info *info, kerr *
     return NULL;
   }
   snprintf(key, n, "%s|gpu=%s%s%s", k->prog->key, b.t.cpu, b.t.features, suffix);
-  rt_gpu_code *c = rt_cache_get(k->ctx->cache, key, build_module, &b, e);
+  rt_gpu_code *c = here ? build_module(&b, e) : rt_cache_get(k->ctx->cache, key, build_module, &b, e);
   free(key);
   return c;
 }
@@ -266,9 +270,29 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
   const rt_device *dev = k->ctx->dev;
   rt_device_info info;
   if (dev->load(e) || dev->info(o->device_id, &info, e)) return e->status;
-  rt_gpu_code *c = gpu_code(k, &info, e);
-  if (!c) return e->status;
-  if (dev->enter(info.ordinal, e)) return e->status;
+  int devp = o->device_pointers != 0, here = 0;
+  if (devp && dev->enter_owner) {
+    /* Device pointers of a context the user created: the kernels must run in it, on its
+     * stream. Modules loaded there would outlive what keops can know of that context, so its
+     * code is loaded for this run and unloaded after it (the run then waits for its stream). */
+    const void *first = NULL;
+    for (int q = 0; q < p->args.n + p->nout && !first; q++)
+      first = q < p->args.n ? (args ? args[q] : NULL) : outs[q - p->args.n];
+    int primary = 1;
+    if (first) {
+      if (check_device_pointers(dev, p, args, outs, info.ordinal, e) ||
+          dev->enter_owner((rt_dptr)(uintptr_t)first, &primary, e))
+        return e->status;
+      if (primary) dev->leave();
+    }
+    here = !primary;
+  }
+  rt_gpu_code *c = gpu_code(k, &info, here, e);
+  if (!c) {
+    if (here) dev->leave();
+    return e->status;
+  }
+  if (!here && dev->enter(info.ordinal, e)) return e->status;
   run r;
   memset(&r, 0, sizeof r);
   r.p = p;
@@ -278,7 +302,6 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
   r.rows = fe_rows(p, M, N);
   r.nred = fe_nred(p, M, N);
   r.es = p->dtype == KEOPS_FLOAT32 ? 4 : 8;
-  int devp = o->device_pointers != 0;
   keops_status rc = KEOPS_OK;
   if (devp) {
     rc = check_device_pointers(dev, p, args, outs, info.ordinal, e);
@@ -309,13 +332,20 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
         if (out_bytes(p, q, r.rows)) rc = dev->dtoh(outs[q], r.out[q], out_bytes(p, q, r.rows), r.stream, e);
     if (rc == KEOPS_OK && !devp) rc = dev->sync(r.stream, e);
   }
-  /* the stream may still use the buffers (device pointers, or after an error) */
-  if (rc != KEOPS_OK || r.partial) dev->sync(r.stream, NULL);
+  /* the stream may still use the buffers (device pointers, or after an error), or the module */
+  if (rc != KEOPS_OK || r.partial || here) {
+    keops_status sr = dev->sync(r.stream, rc == KEOPS_OK && here ? e : NULL);
+    if (rc == KEOPS_OK && here) rc = sr;
+  }
   for (int pos = 0; pos < p->args.n; pos++)
     if (r.own_in[pos]) dev->free(r.in[pos], NULL);
   for (int q = 0; q < p->nout; q++)
     if (r.own_out[q]) dev->free(r.out[q], NULL);
   if (r.partial) dev->free(r.partial, NULL);
+  if (here) {
+    dev->module_unload(c->module, NULL);
+    free(c);
+  }
   dev->leave();
   return rc;
 }
@@ -325,8 +355,15 @@ keops_status rt_gpu_fill_zero(const keops_kernel *k, int64_t M, int64_t N, void 
   const fe_program *p = k->prog;
   int64_t rows = fe_rows(p, M, N);
   const rt_device *dev = k->ctx->dev;
-  if (dev->load(e) || dev->enter(o->device_id, e)) return e->status;
+  if (dev->load(e)) return e->status;
   keops_status rc = check_device_pointers(dev, p, NULL, outs, o->device_id, e);
+  if (rc) return rc;
+  const void *first = NULL;
+  for (int q = 0; q < p->nout && !first; q++) first = outs[q];
+  int primary; /* the memset goes on the stream of the context that owns the outputs */
+  if (first && dev->enter_owner ? dev->enter_owner((rt_dptr)(uintptr_t)first, &primary, e)
+                                : dev->enter(o->device_id, e))
+    return e->status;
   for (int q = 0; rc == KEOPS_OK && q < p->nout; q++)
     if (out_bytes(p, q, rows))
       rc = dev->memset0((rt_dptr)(uintptr_t)outs[q], out_bytes(p, q, rows), o->stream, e);
@@ -339,4 +376,28 @@ int rt_gpu_usable(const rt_device *dev) {
   kerr_clear(&e);
   int n = 0;
   return dev->load(&e) == KEOPS_OK && dev->count(&n, &e) == KEOPS_OK && n > 0;
+}
+
+int rt_gpu_auto_ok(const rt_device *dev, kerr *e) {
+  int n = 0;
+  rt_device_info info;
+  if (dev->load(e) || dev->count(&n, e) || dev->info(0, &info, e)) return 0;
+  if (dev->image == RT_IMAGE_PTX) {
+    char sm[16], ptx[16];
+    kt_target t;
+    if (rt_ptx_target(&info, LLVM_VERSION_MAJOR, sm, sizeof sm, ptx, sizeof ptx, e)) return 0;
+    kt_set(&t, &kt_nvptx, sm, ptx);
+    LLVMTargetMachineRef tm = kt_machine(&t, e); /* an LLVM built without NVPTX has no target */
+    if (!tm) return 0;
+    LLVMDisposeTargetMachine(tm);
+  }
+  /* the primary context: refused in compute mode PROHIBITED, on a MIG parent, a busy
+   * exclusive-process device... What enter acquires stays for the process, as for any run. */
+  if (dev->enter(0, e)) return 0;
+  dev->leave();
+  if (dev->faulted && dev->faulted(0)) {
+    kerr_set(e, KEOPS_ERROR_DEVICE, "device 0 faulted earlier in this process");
+    return 0;
+  }
+  return 1;
 }

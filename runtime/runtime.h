@@ -74,6 +74,11 @@ keops_status rt_fail_kerr(const kerr *e, const char *who);
 
 /* gpu_run.c */
 int rt_gpu_usable(const rt_device *dev); /* dev loads and has at least one device */
+/* Whether AUTO may choose dev's device 0: it loads and has a device, that device gets code
+ * (a compute capability and driver rt_ptx_target accepts, NVPTX in this LLVM) and its
+ * primary context can be retained (not compute mode PROHIBITED...), and it has not faulted.
+ * 0 with the reason in e otherwise. */
+int rt_gpu_auto_ok(const rt_device *dev, kerr *e);
 keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
                         void *const *outs, const keops_run_options *o, kerr *e);
 /* Zeros the outputs when they are device pointers (a formula that simplified to Zero). */
