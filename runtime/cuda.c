@@ -53,7 +53,7 @@ enum { /* CUjit_option */
        CU_JIT_ERROR_LOG_BUFFER = 5,
        CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6,
 };
-enum { CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8 };
+enum { CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK = 0, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8 };
 enum { CU_POINTER_ATTRIBUTE_CONTEXT = 1, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL = 9 };
 
 /* The driver entry points: (member, exported symbol, parameters). The _v2 symbols are the
@@ -83,6 +83,7 @@ enum { CU_POINTER_ATTRIBUTE_CONTEXT = 1, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL = 9
   X(cuMemsetD8Async, "cuMemsetD8Async", (CUdeviceptr, unsigned char, size_t, CUstream))            \
   X(cuPointerGetAttribute, "cuPointerGetAttribute", (void *, int, CUdeviceptr))                    \
   X(cuFuncSetAttribute, "cuFuncSetAttribute", (CUfunction, int, int))                              \
+  X(cuFuncGetAttribute, "cuFuncGetAttribute", (int *, int, CUfunction))                           \
   X(cuLaunchKernel, "cuLaunchKernel",                                                              \
     (CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,   \
      void **, void **))                                                                            \
@@ -444,6 +445,15 @@ static keops_status cu_module_function(rt_module *module, const char *name, rt_f
   return KEOPS_OK;
 }
 
+static keops_status cu_function_max_threads(rt_function *fn, int *threads, kerr *e) {
+  *threads = 0;
+  keops_status st = cu_load(e);
+  if (st != KEOPS_OK) return st;
+  CUresult r = drv.cuFuncGetAttribute(threads, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, (CUfunction)fn);
+  if (r != CUDA_SUCCESS) return fail(e, "cuFuncGetAttribute", r, "MAX_THREADS_PER_BLOCK");
+  return KEOPS_OK;
+}
+
 static keops_status cu_module_unload(rt_module *module, kerr *e) {
   if (!module) return KEOPS_OK;
   keops_status st = cu_load(e);
@@ -580,6 +590,7 @@ const rt_device cu_driver = {
     .enter_owner = cu_enter_owner,
     .module_load = cu_module_load,
     .module_function = cu_module_function,
+    .function_max_threads = cu_function_max_threads,
     .module_unload = cu_module_unload,
     .alloc = cu_alloc,
     .free = cu_free,

@@ -91,6 +91,9 @@ typedef struct rt_device {
   /* The kernel `name` of module into *fn (NULL on failure), valid until the module is
    * unloaded; nothing to release. */
   keops_status (*module_function)(rt_module *module, const char *name, rt_function **fn, kerr *e);
+  /* The most threads per block fn launches with, its registers and local memory per thread
+   * counted (CUDA's MAX_THREADS_PER_BLOCK attribute), into *threads. */
+  keops_status (*function_max_threads)(rt_function *fn, int *threads, kerr *e);
   /* Releases module and its functions. A NULL module is fine; e may be NULL so that a
    * cleanup path can ignore the outcome. */
   keops_status (*module_unload)(rt_module *module, kerr *e);

@@ -376,6 +376,12 @@ static keops_status emu_module_function(rt_module *module, const char *name, rt_
   return KEOPS_OK;
 }
 
+static keops_status emu_function_max_threads(rt_function *fn, int *threads, kerr *e) {
+  (void)e; /* the launch bound: the host has no register file to run out of */
+  *threads = (int)((const rt_emu_function *)fn)->info.maxntid;
+  return KEOPS_OK;
+}
+
 static keops_status emu_module_unload(rt_module *module, kerr *e) {
   (void)e;
   rt_emu_module_unload((rt_emu_module *)module);
@@ -392,6 +398,7 @@ const rt_device rt_emu_device = {
     .leave = emu_leave,
     .module_load = emu_module_load,
     .module_function = emu_module_function,
+    .function_max_threads = emu_function_max_threads,
     .module_unload = emu_module_unload,
     .alloc = emu_alloc,
     .free = emu_free,

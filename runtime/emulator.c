@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <llvm-c/Core.h>
+#include <llvm-c/Object.h>
 
 #include "jit.h"
 
@@ -83,6 +84,21 @@ keops_status rt_emu_module_load(const void *obj, size_t size, rt_emu_module **m,
     return e->status;
   }
   LLVMMemoryBufferRef buf = LLVMCreateMemoryBufferWithMemoryRangeCopy(obj, size, "keops-emu");
+  /* ORC links lazily, at the first lookup: make sure now that this is an object file */
+  char *why = NULL;
+  LLVMContextRef C = LLVMContextCreate();
+  LLVMBinaryRef bin = LLVMCreateBinary(buf, C, &why);
+  int is_obj = bin && LLVMBinaryGetType(bin) >= LLVMBinaryTypeCOFF && LLVMBinaryGetType(bin) <= LLVMBinaryTypeWasm;
+  if (bin) LLVMDisposeBinary(bin);
+  LLVMContextDispose(C);
+  if (!is_obj) {
+    kerr_set(e, KEOPS_ERROR_COMPILE, "the emulated module is not an object file (%s)", why ? why : "another kind of file");
+    LLVMDisposeMessage(why);
+    LLVMDisposeMemoryBuffer(buf);
+    rt_jit_destroy(mod->jit);
+    free(mod);
+    return e->status;
+  }
   if (!rt_jit_add_object(mod->jit, buf, NULL, e)) {
     rt_jit_destroy(mod->jit);
     free(mod);

@@ -19,6 +19,7 @@
 typedef struct rt_gpu_code {
   rt_module *module;
   rt_function *fn, *combine;
+  int fn_threads, combine_threads; /* the most threads per block each launches with */
   struct rt_gpu_code *next; /* the context's list, for unloading */
   int ordinal;
 } rt_gpu_code;
@@ -76,7 +77,9 @@ static void *build_module(void *arg, kerr *e) {
   }
   if (dev->module_load(im->code, im->len, &c->module, e) == KEOPS_OK &&
       (dev->module_function(c->module, "keops_kernel", &c->fn, e) != KEOPS_OK ||
-       dev->module_function(c->module, "keops_combine", &c->combine, e) != KEOPS_OK))
+       dev->module_function(c->module, "keops_combine", &c->combine, e) != KEOPS_OK ||
+       dev->function_max_threads(c->fn, &c->fn_threads, e) != KEOPS_OK ||
+       dev->function_max_threads(c->combine, &c->combine_threads, e) != KEOPS_OK))
     dev->module_unload(c->module, NULL), c->module = NULL, c->fn = NULL;
   if (!b->here) dev->leave();
   if (!c->fn) {
@@ -150,11 +153,12 @@ static int64_t arg_rows(const fe_program *p, int pos, int64_t M, int64_t N) {
   return c == CAT_I ? M : c == CAT_J ? N : 1;
 }
 
-/* Threads per block: as many as the launch bound, the device and the shared memory allow,
- * in whole warps. */
-static unsigned block_size(const fe_program *p, const rt_device_info *d, size_t es,
+/* Threads per block: as many as the launch bound, the device, the kernel's registers and
+ * local memory (fn_threads) and the shared memory allow, in whole warps. */
+static unsigned block_size(const fe_program *p, const rt_device_info *d, int fn_threads, size_t es,
                            unsigned *shared) {
   unsigned bs = GPU_MAX_BLOCK < d->max_threads_per_block ? GPU_MAX_BLOCK : (unsigned)d->max_threads_per_block;
+  if (fn_threads < (int)bs) bs = fn_threads > 0 ? (unsigned)fn_threads : 0;
   size_t per = (size_t)p->red_width * es;
   size_t limit = (size_t)(d->max_shared_per_block_optin > d->max_shared_per_block ? d->max_shared_per_block_optin
                                                                                    : d->max_shared_per_block);
@@ -212,6 +216,8 @@ static unsigned split_count(const run *r, unsigned bs, int64_t R, int64_t want) 
 /* Merges the nsplit partial states of every row and writes the outputs (keops_combine). */
 static keops_status combine(run *r, rt_gpu_code *c, unsigned bs, unsigned nsplit, kerr *e) {
   int64_t ns = nsplit;
+  if (c->combine_threads < (int)bs) /* its own registers: whole warps when it can */
+    bs = c->combine_threads >= 32 ? (unsigned)c->combine_threads / 32 * 32 : (unsigned)c->combine_threads;
   void *params[3 + 2] = {&r->rows, &ns, &r->partial, &r->out[0], &r->out[1]};
   unsigned grid[3] = {(unsigned)((r->rows + bs - 1) / bs), 1, 1}, block[3] = {bs, 1, 1};
   return r->dev->launch(c->combine, grid, block, 0, r->stream, params, e);
@@ -311,8 +317,12 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
     rc = stage_in(&r, M, N, args, e);
   }
   if (rc == KEOPS_OK && r.rows) {
-    unsigned shared, bs = block_size(p, &info, r.es, &shared);
-    if (bs < 32) {
+    unsigned shared, bs = block_size(p, &info, c->fn_threads, r.es, &shared);
+    if (c->fn_threads < 32) {
+      rc = KEOPS_ERROR_UNSUPPORTED;
+      kerr_set(e, rc, "the kernel needs too many registers or too much local memory per thread: %s "
+               "runs it with at most %d threads a block, less than a warp", info.name, c->fn_threads);
+    } else if (bs < 32) {
       rc = KEOPS_ERROR_UNSUPPORTED;
       kerr_set(e, rc, "the j-variables (%d values per j) do not fit in %s's shared memory",
                p->red_width, info.name);

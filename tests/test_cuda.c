@@ -26,7 +26,7 @@ static char load_reason[4096]; /* its message when it did not */
 START_TEST(table_complete) {
   ck_assert_ptr_nonnull(cu->name);
   ck_assert(cu->load && cu->count && cu->info && cu->enter && cu->leave);
-  ck_assert(cu->module_load && cu->module_function && cu->module_unload);
+  ck_assert(cu->module_load && cu->module_function && cu->function_max_threads && cu->module_unload);
   ck_assert(cu->alloc && cu->free && cu->htod && cu->dtoh && cu->memset0 && cu->pointer_device);
   ck_assert(cu->launch && cu->sync && cu->stream_create && cu->stream_destroy);
 }

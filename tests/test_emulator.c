@@ -266,6 +266,10 @@ START_TEST(generated_code_is_checked) {
   char *obj = kt_compile(p, &t, "keops_kernel", KC_OBJ, &len, &e);
   ck_assert_msg(obj, "%s", e.msg);
   rt_emu_module *m;
+  kerr_clear(&e); /* not an object file: refused when loaded, not at the first lookup */
+  ck_assert_int_eq(rt_emu_module_load("garbage", 7, &m, &e), KEOPS_ERROR_COMPILE);
+  ck_assert_ptr_null(m);
+  ck_assert_msg(strstr(e.msg, "not an object file"), "%s", e.msg);
   OK(rt_emu_module_load(obj, len, &m, &e_));
   free(obj);
   const rt_emu_function *f;
@@ -351,6 +355,10 @@ END_TEST
 static const rt_device *const dv = &rt_emu_device;
 
 START_TEST(device_memory_and_streams) {
+  ck_assert(dv->load && dv->count && dv->info && dv->enter && dv->leave && dv->module_load &&
+            dv->module_function && dv->function_max_threads && dv->module_unload && dv->alloc && dv->free &&
+            dv->htod && dv->dtoh && dv->memset0 && dv->pointer_device && dv->launch && dv->sync &&
+            dv->stream_create && dv->stream_destroy);
   int n;
   OK(dv->count(&n, &e_));
   ck_assert_int_eq(n, 2);

@@ -241,7 +241,14 @@ FK_EXPORT CUresult cuFuncGetAttribute(int *v, int attr, fk_func *f) {
   if (!v) END(CUDA_ERROR_INVALID_VALUE);
   if (!func_live(f)) END(CUDA_ERROR_INVALID_HANDLE);
   switch (attr) {
-  case 0: *v = (int)f->ef->info.maxntid; break; /* MAX_THREADS_PER_BLOCK */
+  case 0: { /* MAX_THREADS_PER_BLOCK: the launch bound, the device, the registers in warps */
+    const fakecuda_device *d = &fk.dev[f->mod->ctx->dev].d;
+    int regs = fk.kernel_regs > 0 ? fk.kernel_regs : 1, by_regs = d->regs_per_block / regs / 32 * 32;
+    *v = (int)f->ef->info.maxntid;
+    if (d->max_threads_per_block < *v) *v = d->max_threads_per_block;
+    if (by_regs < *v) *v = by_regs;
+    break;
+  }
   case 1: case 2: case 3: *v = 0; break;        /* static shared, constant, local bytes */
   case 4: *v = fk.kernel_regs; break;           /* NUM_REGS */
   case 5: *v = 80; break;                       /* PTX_VERSION */
