@@ -91,8 +91,8 @@ static void stage_tile(gk *G, LLVMValueRef t, LLVMValueRef r, LLVMValueRef jend,
 
 /* Block = R rows x S slices (S = nslice, a power of two dividing blockDim): thread
  * tid = s * R + r reduces row blockIdx.x * R + r over slice s of the block's j-range, the
- * slices' tiles side by side in shared memory; then slices 1..S-1 leave their states in
- * shared memory and slice 0 merges them in order, so few rows still fill the block. */
+ * slices' tiles side by side in shared memory; then the slices' states merge in order
+ * through shared memory, so few rows still fill the block. */
 static void build_body(gk *G, LLVMValueRef *params) {
   kb *K = &G->K;
   const fe_program *p = K->p;
@@ -144,31 +144,34 @@ static void build_body(gk *G, LLVMValueRef *params) {
   kg_loop_end(K, &lt, R);
 
   kg_sink sf = kg_row_sink(G->out, G->row), sp = {.put = put_partial, .partial = 1};
-  LLVMBasicBlockRef merge = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "slices");
-  LLVMBasicBlockRef leave = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "leave");
-  LLVMBasicBlockRef merged = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "merge");
-  LLVMBasicBlockRef out = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "out");
-  LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntSGT, S, one, ""), merge, out);
-  LLVMPositionBuilderAtEnd(B, merge); /* uniform: S is the launch's */
-  LLVMValueRef first = LLVMBuildICmp(B, LLVMIntEQ, s, kg_i64(K, 0), "");
+  /* The slices' states merge in log2(S) steps: at step h, slice s = (2k + 1) h leaves its
+   * state in shared memory (slot s - 1, written once) and, after the barrier, slice 2k h
+   * merges it into its own (later indices into earlier ones). */
+  kg_loop lm;
+  LLVMValueRef h = kg_loop_begin(K, &lm, one, S);
+  LLVMValueRef rem = LLVMBuildURem(B, s, LLVMBuildShl(B, h, one, ""), "");
+  LLVMBasicBlockRef put = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "put");
   LLVMBasicBlockRef wait = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "wait");
-  LLVMBuildCondBr(B, first, wait, leave);
-  LLVMPositionBuilderAtEnd(B, leave);
+  LLVMBasicBlockRef take = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "take");
+  LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "next");
+  LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntEQ, rem, h, ""), put, wait);
+  LLVMPositionBuilderAtEnd(B, put);
   G->pbase = slice_state(G, LLVMBuildSub(B, s, one, ""), R, r);
   kg_finalize(K, 0, &sp);
   LLVMBuildBr(B, wait);
   LLVMPositionBuilderAtEnd(B, wait);
-  G->grid->barrier(K);
-  LLVMBasicBlockRef gather = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "gather");
-  LLVMBuildCondBr(B, first, gather, merged);
-  LLVMPositionBuilderAtEnd(B, gather);
-  kg_loop lm;
-  LLVMValueRef m = kg_loop_begin(K, &lm, one, S);
-  kg_state_merge(K, 0, slice_state(G, LLVMBuildSub(B, m, one, ""), R, r));
-  kg_loop_end(K, &lm, one);
-  LLVMBuildBr(B, out);
-  LLVMPositionBuilderAtEnd(B, merged);
-  LLVMBuildRetVoid(B); /* slices 1.. are done */
+  G->grid->barrier(K); /* every thread, every step: S is the launch's */
+  LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntEQ, rem, kg_i64(K, 0), ""), take, next);
+  LLVMPositionBuilderAtEnd(B, take);
+  kg_state_merge(K, 0, slice_state(G, LLVMBuildSub(B, LLVMBuildAdd(B, s, h, ""), one, ""), R, r));
+  LLVMBuildBr(B, next);
+  LLVMPositionBuilderAtEnd(B, next);
+  kg_loop_end(K, &lm, h); /* h doubles */
+  LLVMBasicBlockRef out = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "out");
+  LLVMBasicBlockRef other = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "other");
+  LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntEQ, s, kg_i64(K, 0), ""), out, other);
+  LLVMPositionBuilderAtEnd(B, other);
+  LLVMBuildRetVoid(B); /* slices 1.. are merged */
 
   LLVMPositionBuilderAtEnd(B, out);
   LLVMBasicBlockRef fin = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "finalize");

@@ -17,10 +17,10 @@
  * launched on ceil(nrows / R) x nsplit blocks of blockDim.x = R * nslice threads (nslice a
  * power of two dividing blockDim.x). Thread tid = s * R + r reduces row
  * i = blockIdx.x * R + r over slice s of the block's j-range: [j0, j1) is split in gridDim.y
- * equal chunks, a block's chunk in nslice equal slices. The slices' states merge in order in
- * shared memory; then, with partial == NULL (gridDim.y must be 1), the row's outputs are
- * written, otherwise the row's red.c state (doubles) at partial + (blockIdx.y * nrows + i) *
- * state. Dynamic shared memory: the larger of blockDim.x * p->red_width elements of the dtype
+ * equal chunks, a block's chunk in nslice equal slices. The slices' states merge in order
+ * through shared memory, in log2(nslice) steps; then, with partial == NULL (gridDim.y must
+ * be 1), the row's outputs are written, otherwise the row's red.c state (doubles) at
+ * partial + (blockIdx.y * nrows + i) * state. Dynamic shared memory: the larger of blockDim.x * p->red_width elements of the dtype
  * (the tiles) and (nslice - 1) * R * p->state doubles (the slices' states). The second kernel,
  *   void keops_combine(i64 nrows, i64 nsplit, double *partial, out_0 [, out_1])
  * merges each row's nsplit states in order and writes its outputs, one thread per row. */
