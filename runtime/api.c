@@ -334,5 +334,7 @@ keops_backend keops_kernel_backend(const keops_kernel *k, const keops_run_option
 }
 
 const char *keops_backend_describe(const keops_context *ctx, keops_backend b) {
-  return ctx && (unsigned)b <= KEOPS_BACKEND_REFERENCE ? ctx->describe[b] : "";
+  if (!ctx || (unsigned)b > KEOPS_BACKEND_REFERENCE) return "";
+  if (b == KEOPS_BACKEND_AUTO || b == KEOPS_BACKEND_GPU) rt_gpu_probe(ctx);
+  return ctx->describe[b];
 }

@@ -64,24 +64,32 @@ keops_status rt_context_init(keops_context *ctx, kerr *e) {
   }
   pthread_mutex_init(&ctx->lock, NULL);
   rt_disk_init(&ctx->disk);
-  kerr why;
-  kerr_clear(&why);
-  /* once: AUTO must not ask the driver on every run */
-  ctx->gpu_usable = rt_gpu_auto_ok(ctx->dev, &why);
+  pthread_mutex_init(&ctx->probe_lock, NULL);
   atomic_init(&ctx->disk_loads, 0);
   snprintf(ctx->describe[KEOPS_BACKEND_CPU], sizeof ctx->describe[0],
            "CPU JIT (%s, %s, %d thread%s)", ctx->target.isa->name, ctx->target.cpu, ctx->nthreads,
            ctx->nthreads > 1 ? "s" : "");
-  describe_gpu(ctx);
   snprintf(ctx->describe[KEOPS_BACKEND_REFERENCE], sizeof ctx->describe[0],
            "reference interpreter (double precision, 1 thread)");
-  if (ctx->gpu_usable || rt_backend(ctx, &ctx->defaults) != KEOPS_BACKEND_CPU)
-    snprintf(ctx->describe[KEOPS_BACKEND_AUTO], sizeof ctx->describe[0], "%s",
-             ctx->describe[rt_backend(ctx, &ctx->defaults)]);
-  else /* the CPU, and why not the GPU */
-    snprintf(ctx->describe[KEOPS_BACKEND_AUTO], sizeof ctx->describe[0], "%.60s; GPU not used: %.79s",
-             ctx->describe[KEOPS_BACKEND_CPU], why.msg);
   return KEOPS_OK;
+}
+
+void rt_gpu_probe(const keops_context *cctx) {
+  keops_context *ctx = (keops_context *)cctx; /* facts fixed at creation, filled late */
+  pthread_mutex_lock(&ctx->probe_lock);
+  if (!ctx->probed) {
+    kerr why;
+    kerr_clear(&why);
+    ctx->gpu_usable = rt_gpu_auto_ok(ctx->dev, &why);
+    describe_gpu(ctx);
+    if (ctx->gpu_usable)
+      snprintf(ctx->describe[KEOPS_BACKEND_AUTO], sizeof ctx->describe[0], "%s", ctx->describe[KEOPS_BACKEND_GPU]);
+    else /* the CPU, and why not the GPU */
+      snprintf(ctx->describe[KEOPS_BACKEND_AUTO], sizeof ctx->describe[0], "%.60s; GPU not used: %.79s",
+               ctx->describe[KEOPS_BACKEND_CPU], why.msg);
+    ctx->probed = 1;
+  }
+  pthread_mutex_unlock(&ctx->probe_lock);
 }
 
 void rt_context_fini(keops_context *ctx) {
@@ -90,6 +98,7 @@ void rt_context_fini(keops_context *ctx) {
   rt_jit_destroy(ctx->jit); /* frees the code of every kernel */
   rt_cache_destroy(ctx->cache);
   pthread_mutex_destroy(&ctx->lock);
+  pthread_mutex_destroy(&ctx->probe_lock);
 }
 
 keops_status rt_kernel_init(keops_kernel *k, kerr *e) {
@@ -110,6 +119,7 @@ keops_status rt_kernel_init(keops_kernel *k, kerr *e) {
 
 keops_backend rt_backend(const keops_context *ctx, const keops_run_options *o) {
   if (o->backend != KEOPS_BACKEND_AUTO) return o->backend;
+  rt_gpu_probe(ctx);
   /* a device lost to a sticky fault since the context was made: the CPU takes over */
   if (ctx->gpu_usable && ctx->dev->faulted && ctx->dev->faulted(o->device_id)) return KEOPS_BACKEND_CPU;
   return ctx->gpu_usable ? KEOPS_BACKEND_GPU : KEOPS_BACKEND_CPU;

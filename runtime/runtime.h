@@ -27,7 +27,11 @@ struct keops_context {
   const rt_device *dev;       /* the GPU backend's devices (rt_device_pick()); static */
   struct rt_gpu_code *gpu_code; /* modules loaded on devices, unloaded with the context */
   rt_disk disk;               /* compiled CPU kernels on disk (KEOPS_CACHE_DIR) */
-  int gpu_usable;             /* a driver and a device at creation: where AUTO runs */
+  /* Whether AUTO takes the GPU, and the GPU and AUTO descriptions: found on first need
+   * (rt_gpu_probe) and kept, so that a process that never asks for the GPU never opens the
+   * driver (cuInit), and AUTO does not ask the driver on every run. Under probe_lock. */
+  pthread_mutex_t probe_lock;
+  int probed, gpu_usable;
   atomic_long disk_loads;     /* kernels taken from the disk cache (tests, keops-bench) */
   atomic_int refs;            /* the user's handle + one per kernel: freed at zero */
 };
@@ -51,6 +55,9 @@ void rt_context_fini(keops_context *ctx);
 keops_status rt_kernel_init(keops_kernel *k, kerr *e);
 /* The backend a run with options o uses (AUTO resolved). */
 keops_backend rt_backend(const keops_context *ctx, const keops_run_options *o);
+/* Fills ctx's GPU facts on the first call (see probe_lock); thread-safe. A const context's
+ * facts are filled too: they are what it would have said from its creation. */
+void rt_gpu_probe(const keops_context *ctx);
 /* k's CPU code, compiled on first use through the context's cache. */
 const cpu_code *rt_kernel_cpu(keops_kernel *k, kerr *e);
 /* Runs k on the CPU backend with the resolved thread count. */

@@ -379,6 +379,7 @@ START_TEST(injected_failure) {
   keops_context *c;
   char msg[1024];
   ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
+  (void)keops_backend_describe(c, KEOPS_BACKEND_AUTO); /* opens the driver and device 0 first */
   long before = fake.calls(entry);
   ck_assert_msg(split_run(c, KEOPS_FLOAT64, msg, sizeof msg) == KEOPS_OK, "clean run: %s", msg);
   long calls = fake.calls(entry) - before;
@@ -655,6 +656,32 @@ START_TEST(block_size_by_registers) {
 }
 END_TEST
 
+/* A process that only runs on the CPU never opens the driver: creating a context, building
+ * and running kernels with KEOPS_BACKEND_CPU call no entry point (not even cuInit); asking
+ * what AUTO means does, once. */
+START_TEST(cpu_only_never_opens_the_driver) {
+  keops_context *c;
+  ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
+  const char *const al[] = {"x = Vi(2)", "y = Vj(2)"};
+  keops_kernel_desc d = {.formula = "SqDist(x,y)", .aliases = al, .n_aliases = 2, .axis = 1};
+  keops_kernel *k = mx_make(c, &d);
+  float x[4] = {0, 1, 2, 3}, y[2] = {1, 1}, out[2];
+  const void *args[2] = {x, y};
+  void *outs[1] = {out};
+  keops_run_options o = {.backend = KEOPS_BACKEND_CPU};
+  ck_assert_msg(keops_kernel_run(k, 2, 1, args, outs, &o) == KEOPS_OK, "%s", keops_last_error());
+  ck_assert(out[0] == 1 && out[1] == 5);
+  ck_assert_int_eq(keops_kernel_backend(k, &o), KEOPS_BACKEND_CPU);
+  ck_assert_msg(fake.calls(NULL) == 0, "%ld driver calls, cuInit %ld", fake.calls(NULL), fake.calls("cuInit"));
+  ck_assert_int_eq(keops_kernel_backend(k, NULL), KEOPS_BACKEND_GPU); /* AUTO: now the driver */
+  ck_assert_int_eq(fake.calls("cuInit"), 1);
+  ck_assert_msg(strstr(keops_backend_describe(c, KEOPS_BACKEND_AUTO), "GPU"), "%s",
+                keops_backend_describe(c, KEOPS_BACKEND_AUTO));
+  keops_kernel_destroy(k);
+  keops_context_destroy(c);
+}
+END_TEST
+
 /* Two devices: runs on each; a pointer of device 1 in a run on device 0 is a bad argument. */
 START_TEST(two_devices) {
   ck_assert_int_eq(fake.set_devices(2, 12080), 0);
@@ -754,6 +781,7 @@ int main(void) {
   tcase_add_loop_test(f, shared_limits, 0, 3);
   tcase_add_test(f, block_size_by_registers);
   tcase_add_test(f, two_devices);
+  tcase_add_test(f, cpu_only_never_opens_the_driver);
   tcase_add_test(f, threads);
   suite_add_tcase(s, f);
   return tu_run(s, 1) ? 1 : 0;
