@@ -106,21 +106,59 @@ void rt_gpu_unload(keops_context *ctx) {
     free(c);
   }
   ctx->gpu_code = NULL;
+  for (int q = 0; q < RT_MAX_DEVICES; q++) free(ctx->gpu_devs[q]), ctx->gpu_devs[q] = NULL;
 }
 
-/* The code of k for the device described by info (compiled and loaded on first use). here:
- * loaded into the context current on this thread, for one run (the caller unloads it and
- * frees it), not cached. */
-static rt_gpu_code *gpu_code(keops_kernel *k, const rt_device_info *info, int here, kerr *e) {
-  build_ctx b = {k, info, {0}, here};
-  const rt_device *dev = k->ctx->dev;
+/* What a run needs of a device, asked of the driver once per context and device: its
+ * properties and the code target they give. */
+struct rt_gpu_dev {
+  rt_device_info info;
+  kt_target t;
+};
+
+static const rt_gpu_dev *gpu_dev(keops_context *ctx, int ordinal, kerr *e) {
+  const rt_device *dev = ctx->dev;
+  rt_gpu_dev *d = NULL;
+  pthread_mutex_lock(&ctx->lock);
+  if (ordinal >= 0 && ordinal < RT_MAX_DEVICES && (d = ctx->gpu_devs[ordinal])) {
+    pthread_mutex_unlock(&ctx->lock);
+    return d;
+  }
+  pthread_mutex_unlock(&ctx->lock);
+  rt_gpu_dev q;
+  if (dev->load(e) || dev->info(ordinal, &q.info, e)) return NULL;
   if (dev->image == RT_IMAGE_PTX) {
     char sm[16], ptx[16];
-    if (rt_ptx_target(info, LLVM_VERSION_MAJOR, sm, sizeof sm, ptx, sizeof ptx, e)) return NULL;
-    kt_set(&b.t, &kt_nvptx, sm, ptx);
+    if (rt_ptx_target(&q.info, LLVM_VERSION_MAJOR, sm, sizeof sm, ptx, sizeof ptx, e)) return NULL;
+    kt_set(&q.t, &kt_nvptx, sm, ptx);
   } else { /* the emulator runs the GPU's kernel compiled for this host */
-    kt_set(&b.t, &kt_gpuemu, k->ctx->target.cpu, k->ctx->target.features);
+    kt_set(&q.t, &kt_gpuemu, ctx->target.cpu, ctx->target.features);
   }
+  if (ordinal >= RT_MAX_DEVICES) {
+    kerr_set(e, KEOPS_ERROR_UNSUPPORTED, "device %d: keops runs on the first %d devices", ordinal, RT_MAX_DEVICES);
+    return NULL;
+  }
+  if (!(d = malloc(sizeof *d))) {
+    kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory");
+    return NULL;
+  }
+  *d = q;
+  pthread_mutex_lock(&ctx->lock);
+  if (ctx->gpu_devs[ordinal]) /* another thread was first: keep its copy */
+    free(d), d = ctx->gpu_devs[ordinal];
+  else
+    ctx->gpu_devs[ordinal] = d;
+  pthread_mutex_unlock(&ctx->lock);
+  return d;
+}
+
+/* The code of k for device gd (compiled and loaded on first use). here: loaded into the
+ * context current on this thread, for one run (the caller unloads it and frees it), not
+ * cached. */
+static rt_gpu_code *gpu_code(keops_kernel *k, const rt_gpu_dev *gd, int here, kerr *e) {
+  const rt_device_info *info = &gd->info;
+  build_ctx b = {k, info, gd->t, here};
+  const rt_device *dev = k->ctx->dev;
   char suffix[96];
   snprintf(suffix, sizeof suffix, "|dev=%s:%d", dev->name, info->ordinal);
   size_t n = strlen(k->prog->key) + sizeof suffix + strlen(b.t.cpu) + strlen(b.t.features) + 8;
@@ -274,8 +312,9 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
                         void *const *outs, const keops_run_options *o, kerr *e) {
   const fe_program *p = k->prog;
   const rt_device *dev = k->ctx->dev;
-  rt_device_info info;
-  if (dev->load(e) || dev->info(o->device_id, &info, e)) return e->status;
+  const rt_gpu_dev *gd = gpu_dev(k->ctx, o->device_id, e);
+  if (!gd) return e->status;
+  rt_device_info info = gd->info;
   int devp = o->device_pointers != 0, here = 0;
   if (devp && dev->enter_owner) {
     /* Device pointers of a context the user created: the kernels must run in it, on its
@@ -293,7 +332,7 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
     }
     here = !primary;
   }
-  rt_gpu_code *c = gpu_code(k, &info, here, e);
+  rt_gpu_code *c = gpu_code(k, gd, here, e);
   if (!c) {
     if (here) dev->leave();
     return e->status;

@@ -15,6 +15,9 @@
 
 /* Everything the kernels of one context share. The JIT, cache and pool are created on first
  * use (a context that only parses or runs the reference backend never starts LLVM). */
+#define RT_MAX_DEVICES 64 /* GPU ordinals a context runs on */
+typedef struct rt_gpu_dev rt_gpu_dev;
+
 struct keops_context {
   keops_run_options defaults; /* what NULL run options mean */
   kt_target target;          /* chosen at creation: host, or KEOPS_TARGET */
@@ -26,6 +29,7 @@ struct keops_context {
   char describe[4][160];      /* keops_backend_describe, per keops_backend */
   const rt_device *dev;       /* the GPU backend's devices (rt_device_pick()); static */
   struct rt_gpu_code *gpu_code; /* modules loaded on devices, unloaded with the context */
+  struct rt_gpu_dev *gpu_devs[RT_MAX_DEVICES]; /* gpu_run.c: each device's facts, once */
   rt_disk disk;               /* compiled CPU kernels on disk (KEOPS_CACHE_DIR) */
   /* Whether AUTO takes the GPU, and the GPU and AUTO descriptions: found on first need
    * (rt_gpu_probe) and kept, so that a process that never asks for the GPU never opens the
