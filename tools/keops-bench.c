@@ -286,6 +286,11 @@ static void pick_gpu_target(void) {
   kerr e;
   kerr_clear(&e);
   kt_set(&bench_target, &kt_nvptx, "sm_90", "+ptx80");
+  kt_target host;
+  if (gdev->image == RT_IMAGE_HOST_OBJECT && !kt_pick(&host, "host", &e)) { /* the emulator's code */
+    kt_set(&bench_target, &kt_gpuemu, host.cpu, host.features), bench_target_is_device = 1;
+    return;
+  }
   if (gdev->info(0, &d, &e) == KEOPS_OK &&
       rt_ptx_target(&d, LLVM_VERSION_MAJOR, sm, sizeof sm, ptx, sizeof ptx, &e) == KEOPS_OK)
     kt_set(&bench_target, &kt_nvptx, sm, ptx), bench_target_is_device = 1;
@@ -743,8 +748,10 @@ static void print_info(const opts *o, const keops_context *ctx, int threads, con
 #endif
   if (o->backend == KEOPS_BACKEND_GPU) {
     printf("%sgpu: %s\n", p, keops_backend_describe(ctx, KEOPS_BACKEND_GPU));
-    printf("%sptx target: %s %s%s; compile column: PTX generation (kt_compile, median of 3)\n", p,
-           bench_target.cpu, bench_target.features, bench_target_is_device ? " (device 0)" : "");
+    printf("%s%s target: %s %.40s%s; compile column: %s generation (kt_compile, median of 3)\n", p,
+           bench_target.isa->name, bench_target.cpu, bench_target.features,
+           bench_target_is_device ? " (device 0)" : "",
+           bench_target.isa == &kt_nvptx ? "PTX" : "emulated code");
     printf("%sinputs: %s\n", p,
            o->devp ? "device pointers, staged once (cu_alloc + cu_htod); time = run + stream sync"
                    : "host arrays, copied in and out by every run");
