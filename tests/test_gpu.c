@@ -47,8 +47,13 @@
 
 #if defined(__SANITIZE_ADDRESS__)
 #define SPLIT_N 50000 /* the interpreter is slow under ASan; still split (N >= 4 * 256 * 2) */
+/* Under ASan the matrices run every 4th case (both dtypes, axes and pointer kinds still):
+ * what ASan watches is the emulator's and the runtime's C code, not the JIT-compiled
+ * kernels, and the Release build runs every case (and checks that every row was). */
+#define STRIDE 4
 #else
 #define SPLIT_N 200000
+#define STRIDE 1
 #endif
 
 static keops_context *ctx;
@@ -159,6 +164,8 @@ static int n_op_cases;
 /* _i = case * 2 + dtype; the axis alternates with the case, device pointers with the dtype
  * and the case. */
 START_TEST(op_matrix) {
+  _i = _i * STRIDE + _i % STRIDE;
+  if (_i >= 2 * n_op_cases) return;
   int devp = (_i / 2 + _i) % 2;
   mx_op_case(ctx, &mx_op_cases[_i / 2], (_i / 2) % 2, mx_dtype_of(_i % 2), 100 + (uint64_t)_i,
              gpu_prob_run, devp, devp ? ", device pointers" : "");
@@ -177,6 +184,8 @@ static rcfg rcfgs[MAXRCFG];
 static int n_rcfgs;
 
 START_TEST(reduction_matrix) {
+  _i = _i * STRIDE + _i % STRIDE;
+  if (_i >= n_rcfgs) return;
   int devp = _i % 2;
   mx_red_case(ctx, &rcfgs[_i], 70, 600, 5000 + (uint64_t)_i, gpu_prob_run, devp,
               devp ? ", device pointers" : "");
@@ -590,10 +599,12 @@ static int run_pass(const char *impl, int *checks) {
   if (gpu || dry) {
     TCase *m = tcase_create("matrix");
     tcase_set_timeout(m, 1800);
-    tcase_add_loop_test(m, op_matrix, 0, n_op_cases > 0 ? 2 * n_op_cases : 0);
-    tcase_add_test(m, every_op_row_exercised);
-    tcase_add_loop_test(m, reduction_matrix, 0, n_rcfgs > 0 ? n_rcfgs : 0);
-    tcase_add_test(m, every_reduction_row_exercised);
+    tcase_add_loop_test(m, op_matrix, 0, n_op_cases > 0 ? (2 * n_op_cases + STRIDE - 1) / STRIDE : 0);
+    tcase_add_loop_test(m, reduction_matrix, 0, n_rcfgs > 0 ? (n_rcfgs + STRIDE - 1) / STRIDE : 0);
+    if (STRIDE == 1) {
+      tcase_add_test(m, every_op_row_exercised);
+      tcase_add_test(m, every_reduction_row_exercised);
+    }
     suite_add_tcase(s, m);
     TCase *ed = tcase_create("edges");
     tcase_set_timeout(ed, 1800);
