@@ -1,5 +1,5 @@
 /* The GPU emulation target: gpu.c's kernels, the very ones nvptx.c's table builds PTX from,
- * compiled for the host so that the emulator (runtime/emu.c) runs them on machines without
+ * compiled for the host so that the emulator (runtime/emulator.c) runs them on machines without
  * a GPU. Only the kt_grid hooks differ: indices, shared memory and barriers come from the
  * thread's kt_emu_thread (emu.h), passed as one more argument; every load and store of shared
  * or global memory first calls the emulator's access check; float32 kernels flush denormals

@@ -1,6 +1,6 @@
 /* The GPU emulation target (emu.c): gpu.c's kernels, built with kt_grid hooks that read a
  * per-thread state instead of PTX special registers, compiled for the host and run by the
- * emulator (runtime/emu.c), which executes each block's threads as fibers with real barrier
+ * emulator (runtime/emulator.c), which executes each block's threads as fibers with real barrier
  * semantics and checks every shared and global memory access.
  *
  * The code's ABI, for each kernel `name` of a module (keops_kernel, keops_combine):

@@ -286,22 +286,15 @@ static const char test_ptx[] =
     "  ret;\n"
     "}\n";
 
-#define OK(call)                                                                                   \
-  do {                                                                                             \
-    kerr e_ = {0};                                                                                 \
-    keops_status st_ = (call);                                                                     \
-    ck_assert_msg(st_ == KEOPS_OK, "%s: %s (%s)", #call, keops_status_string(st_), e_.msg);        \
-  } while (0)
-/* OK(f(..., &e_)): the macro's kerr is named e_. */
 
 START_TEST(gpu_device_info) {
   if (!have_gpu) return;
   int n = 0;
-  OK(cu->count(&n, &e_));
+  TU_OK(cu->count(&n, &e_));
   ck_assert_int_ge(n, 1);
   for (int i = 0; i < n; i++) {
     rt_device_info d;
-    OK(cu->info(i, &d, &e_));
+    TU_OK(cu->info(i, &d, &e_));
     ck_assert_int_eq(d.ordinal, i);
     ck_assert(d.name[0] != '\0');
     ck_assert_int_ge(d.cc_major, 3);
@@ -409,18 +402,18 @@ static void run_vadd(rt_function *fn, unsigned n) {
 
 START_TEST(gpu_vadd) {
   if (!have_gpu) return;
-  OK(cu->enter(0, &e_));
+  TU_OK(cu->enter(0, &e_));
   rt_module *mod = NULL;
   rt_function *fn = NULL;
-  OK(cu->module_load(test_ptx, strlen(test_ptx), &mod, &e_));
-  OK(cu->module_function(mod, "vadd", &fn, &e_));
+  TU_OK(cu->module_load(test_ptx, strlen(test_ptx), &mod, &e_));
+  TU_OK(cu->module_function(mod, "vadd", &fn, &e_));
   run_vadd(fn, 1000);
   kerr e = {0};
   rt_function *none = (rt_function *)1;
   ck_assert_int_eq(cu->module_function(mod, "no_such_kernel", &none, &e), KEOPS_ERROR_DEVICE);
   ck_assert_ptr_null(none);
   ck_assert_msg(strstr(e.msg, "cuModuleGetFunction failed: CUDA_ERROR_NOT_FOUND"), "%s", e.msg);
-  OK(cu->module_unload(mod, &e_));
+  TU_OK(cu->module_unload(mod, &e_));
   cu->leave();
 }
 END_TEST
@@ -428,24 +421,24 @@ END_TEST
 START_TEST(gpu_big_shared) {
   if (!have_gpu) return;
   rt_device_info d;
-  OK(cu->info(0, &d, &e_));
+  TU_OK(cu->info(0, &d, &e_));
   unsigned shared = 64 * 1024; /* over the 48 KiB that needs no opt-in */
   if ((unsigned)d.max_shared_per_block_optin < shared) return; /* pre-Volta: nothing to test */
-  OK(cu->enter(0, &e_));
+  TU_OK(cu->enter(0, &e_));
   rt_module *mod = NULL;
   rt_function *fn = NULL;
-  OK(cu->module_load(test_ptx, strlen(test_ptx), &mod, &e_));
-  OK(cu->module_function(mod, "shtest", &fn, &e_));
+  TU_OK(cu->module_load(test_ptx, strlen(test_ptx), &mod, &e_));
+  TU_OK(cu->module_function(mod, "shtest", &fn, &e_));
   enum { B = 256 };
   unsigned long long dout;
-  OK(cu->alloc(B * sizeof(unsigned), &dout, &e_));
+  TU_OK(cu->alloc(B * sizeof(unsigned), &dout, &e_));
   unsigned off = shared - B * 4; /* the last bytes, beyond 48 KiB */
   void *params[] = {&dout, &off};
   unsigned grid[3] = {1, 1, 1}, block[3] = {B, 1, 1};
-  OK(cu->launch(fn, grid, block, shared, NULL, params, &e_));
+  TU_OK(cu->launch(fn, grid, block, shared, NULL, params, &e_));
   unsigned out[B];
-  OK(cu->dtoh(out, dout, sizeof out, NULL, &e_));
-  OK(cu->sync(NULL, &e_));
+  TU_OK(cu->dtoh(out, dout, sizeof out, NULL, &e_));
+  TU_OK(cu->sync(NULL, &e_));
   for (unsigned i = 0; i < B; i++) ck_assert_uint_eq(out[i], i + 1);
   /* more than the device allows: a launch error, and the context stays usable */
   kerr e = {0};
@@ -453,17 +446,17 @@ START_TEST(gpu_big_shared) {
       cu->launch(fn, grid, block, (unsigned)d.max_shared_per_block_optin + 4096, NULL, params, &e),
       KEOPS_ERROR_DEVICE);
   ck_assert_msg(strstr(e.msg, "CUDA_ERROR_"), "%s", e.msg);
-  OK(cu->launch(fn, grid, block, shared, NULL, params, &e_));
-  OK(cu->sync(NULL, &e_));
-  OK(cu->free(dout, &e_));
-  OK(cu->module_unload(mod, &e_));
+  TU_OK(cu->launch(fn, grid, block, shared, NULL, params, &e_));
+  TU_OK(cu->sync(NULL, &e_));
+  TU_OK(cu->free(dout, &e_));
+  TU_OK(cu->module_unload(mod, &e_));
   cu->leave();
 }
 END_TEST
 
 START_TEST(gpu_bad_ptx) {
   if (!have_gpu) return;
-  OK(cu->enter(0, &e_));
+  TU_OK(cu->enter(0, &e_));
   static const char bad[] = ".version 7.8\n.target sm_70\n.address_size 64\n"
                             ".visible .entry k()\n{\n  this is not an instruction;\n  ret;\n}\n";
   rt_module *mod = (rt_module *)1;
@@ -478,17 +471,17 @@ START_TEST(gpu_bad_ptx) {
   printf("test_cuda: broken PTX -> %s\n", e.msg);
   /* and the context still loads good PTX */
   rt_function *fn = NULL;
-  OK(cu->module_load(test_ptx, strlen(test_ptx), &mod, &e_));
-  OK(cu->module_function(mod, "vadd", &fn, &e_));
+  TU_OK(cu->module_load(test_ptx, strlen(test_ptx), &mod, &e_));
+  TU_OK(cu->module_function(mod, "vadd", &fn, &e_));
   run_vadd(fn, 33);
-  OK(cu->module_unload(mod, &e_));
+  TU_OK(cu->module_unload(mod, &e_));
   cu->leave();
 }
 END_TEST
 
 START_TEST(gpu_out_of_memory) {
   if (!have_gpu) return;
-  OK(cu->enter(0, &e_));
+  TU_OK(cu->enter(0, &e_));
   unsigned long long p = 1;
   kerr e = {0};
   ck_assert_int_eq(cu->alloc((size_t)1 << 50, &p, &e), KEOPS_ERROR_OUT_OF_MEMORY); /* 1 PiB */
@@ -496,10 +489,10 @@ START_TEST(gpu_out_of_memory) {
   ck_assert_msg(strstr(e.msg, "cuMemAlloc_v2 failed: CUDA_ERROR_OUT_OF_MEMORY"), "%s", e.msg);
   rt_module *mod = NULL;
   rt_function *fn = NULL;
-  OK(cu->module_load(test_ptx, strlen(test_ptx), &mod, &e_));
-  OK(cu->module_function(mod, "vadd", &fn, &e_));
+  TU_OK(cu->module_load(test_ptx, strlen(test_ptx), &mod, &e_));
+  TU_OK(cu->module_function(mod, "vadd", &fn, &e_));
   run_vadd(fn, 4097);
-  OK(cu->module_unload(mod, &e_));
+  TU_OK(cu->module_unload(mod, &e_));
   cu->leave();
 }
 END_TEST
@@ -521,11 +514,11 @@ static void *vadd_thread(void *fn) { /* fn: the rt_function */
 
 START_TEST(gpu_threads) {
   if (!have_gpu) return;
-  OK(cu->enter(0, &e_));
+  TU_OK(cu->enter(0, &e_));
   rt_module *mod = NULL;
   rt_function *fn = NULL;
-  OK(cu->module_load(test_ptx, strlen(test_ptx), &mod, &e_));
-  OK(cu->module_function(mod, "vadd", &fn, &e_));
+  TU_OK(cu->module_load(test_ptx, strlen(test_ptx), &mod, &e_));
+  TU_OK(cu->module_function(mod, "vadd", &fn, &e_));
   enum { T = 6 };
   pthread_t th[T];
   for (int i = 0; i < T; i++) ck_assert_int_eq(pthread_create(&th[i], NULL, vadd_thread, fn), 0);
@@ -534,7 +527,7 @@ START_TEST(gpu_threads) {
     pthread_join(th[i], &r);
     ck_assert_msg(!r, "thread %d: %s", i, r ? (const char *)r : "");
   }
-  OK(cu->module_unload(mod, &e_));
+  TU_OK(cu->module_unload(mod, &e_));
   cu->leave();
 }
 END_TEST

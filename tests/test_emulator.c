@@ -28,13 +28,6 @@
 #include "target.h"
 #include "testutil.h"
 
-#define OK(call)                                                                                   \
-  do {                                                                                             \
-    kerr e_;                                                                                       \
-    kerr_clear(&e_);                                                                               \
-    keops_status st_ = (call);                                                                     \
-    ck_assert_msg(st_ == KEOPS_OK, "%s: %s", #call, e_.msg);                                       \
-  } while (0)
 
 /* ---- C kernels ------------------------------------------------------------------------------ */
 
@@ -141,7 +134,7 @@ START_TEST(barriers_give_exact_sums) {
   float *pout = out;
   void *params[2] = {&in, &pout};
   rt_emu_launch l = launch_of(&f, B, T, T * 4, params);
-  OK(rt_emu_run(&l, &e_));
+  TU_OK(rt_emu_run(&l, &e_));
   for (int b = 0; b < B; b++) ck_assert_msg(out[b] == want[b], "block %d: %g, want %g", b, out[b], want[b]);
   free(in);
 }
@@ -183,7 +176,7 @@ START_TEST(shared_bounds) {
   at = -1;
   expect_fail(&l, KEOPS_ERROR_DEVICE, (const char *const[]){"shared offset -4"}, 1);
   params[0] = &at, at = 15; /* the last float: fine */
-  OK(rt_emu_run(&l, &e_));
+  TU_OK(rt_emu_run(&l, &e_));
   rt_emu_function m = fn_of(misaligned, "misaligned", 0, 0);
   l.fn = &m;
   expect_fail(&l, KEOPS_ERROR_DEVICE, (const char *const[]){"thread 0 ", "shared offset 2: a misaligned address"}, 2);
@@ -240,7 +233,7 @@ START_TEST(float32_flushes_denormals) {
   for (unsigned ftz = 0; ftz < 2; ftz++) {
     rt_emu_function f = fn_of(scale_down, "scale_down", 2, ftz);
     rt_emu_launch l = launch_of(&f, 1, 32, 0, params);
-    OK(rt_emu_run(&l, &e_));
+    TU_OK(rt_emu_run(&l, &e_));
 #if defined(__x86_64__)
     ck_assert_msg(ftz ? out[0] == 0 : out[0] == 0x1p-130f, "ftz %u: %g", ftz, (double)out[0]);
 #endif
@@ -249,6 +242,18 @@ START_TEST(float32_flushes_denormals) {
   ck_assert(tiny * half > 0);
 }
 END_TEST
+
+/* p compiled for kt_gpuemu on this host: an object file (caller frees) of *len bytes. */
+static char *emu_object(const fe_program *p, size_t *len) {
+  kerr e;
+  kerr_clear(&e);
+  kt_target host, t;
+  ck_assert(!kt_pick(&host, "host", &e));
+  kt_set(&t, &kt_gpuemu, host.cpu, host.features);
+  char *obj = kt_compile(p, &t, "keops_kernel", KC_OBJ, len, &e);
+  ck_assert_msg(obj, "%s", e.msg);
+  return obj;
+}
 
 /* ---- kt_gpuemu's code -------------------------------------------------------------------------- */
 
@@ -259,21 +264,17 @@ START_TEST(generated_code_is_checked) {
   kerr_clear(&e);
   fe_program *p = fe_build(&d, &e);
   ck_assert_msg(p, "%s", e.msg);
-  kt_target host, t;
-  ck_assert(!kt_pick(&host, "host", &e));
-  kt_set(&t, &kt_gpuemu, host.cpu, host.features);
   size_t len;
-  char *obj = kt_compile(p, &t, "keops_kernel", KC_OBJ, &len, &e);
-  ck_assert_msg(obj, "%s", e.msg);
+  char *obj = emu_object(p, &len);
   rt_emu_module *m;
   kerr_clear(&e); /* not an object file: refused when loaded, not at the first lookup */
   ck_assert_int_eq(rt_emu_module_load("garbage", 7, &m, &e), KEOPS_ERROR_COMPILE);
   ck_assert_ptr_null(m);
   ck_assert_msg(strstr(e.msg, "not an object file"), "%s", e.msg);
-  OK(rt_emu_module_load(obj, len, &m, &e_));
+  TU_OK(rt_emu_module_load(obj, len, &m, &e_));
   free(obj);
   const rt_emu_function *f;
-  OK(rt_emu_module_function(m, "keops_kernel", &f, &e_));
+  TU_OK(rt_emu_module_function(m, "keops_kernel", &f, &e_));
   ck_assert_uint_eq(f->info.nparams, 5 + 2 + 1);
   ck_assert_uint_eq(f->info.maxntid, GPU_MAX_BLOCK);
   ck_assert_uint_eq(f->info.ftz, 1);
@@ -303,7 +304,7 @@ START_TEST(generated_code_is_checked) {
     l.grid[0] = nslice == 1 ? 1 : (M + 15) / 16;
     l.shared_bytes = nslice == 1 || merge < 64 * 2 * 4 ? 64 * 2 * 4 : (unsigned)merge;
     memset(out, 0, sizeof out);
-    OK(rt_emu_run(&l, &e_));
+    TU_OK(rt_emu_run(&l, &e_));
     for (int i = 0; i < M; i++) {
       double want = 0;
       for (int j = 0; j < N; j++)
@@ -326,24 +327,20 @@ START_TEST(combine_adds_in_double) {
   fe_program *p = fe_build(&d, &e);
   ck_assert_msg(p, "%s", e.msg);
   ck_assert_int_eq(p->state, 1);
-  kt_target host, t;
-  ck_assert(!kt_pick(&host, "host", &e));
-  kt_set(&t, &kt_gpuemu, host.cpu, host.features);
   size_t len;
-  char *obj = kt_compile(p, &t, "keops_kernel", KC_OBJ, &len, &e);
-  ck_assert_msg(obj, "%s", e.msg);
+  char *obj = emu_object(p, &len);
   rt_emu_module *m;
-  OK(rt_emu_module_load(obj, len, &m, &e_));
+  TU_OK(rt_emu_module_load(obj, len, &m, &e_));
   free(obj);
   const rt_emu_function *f;
-  OK(rt_emu_module_function(m, "keops_combine", &f, &e_));
+  TU_OK(rt_emu_module_function(m, "keops_combine", &f, &e_));
   double partial[3] = {0x1p24, 1, 1};
   float out = 0;
   int64_t rows = 1, nsplit = 3;
   void *pp = partial, *po = &out;
   void *params[4] = {&rows, &nsplit, &pp, &po};
   rt_emu_launch l = {f, {1, 1, 1}, {32, 1, 1}, 0, 48 << 10, 1024, params, NULL, NULL};
-  OK(rt_emu_run(&l, &e_));
+  TU_OK(rt_emu_run(&l, &e_));
   ck_assert_msg(out == 0x1p24f + 2, "combined %.1f, want 2^24 + 2", (double)out);
   rt_emu_module_unload(m);
   fe_free(p);
@@ -360,7 +357,7 @@ START_TEST(device_memory_and_streams) {
             dv->htod && dv->dtoh && dv->memset0 && dv->pointer_device && dv->launch && dv->sync &&
             dv->stream_create && dv->stream_destroy);
   int n;
-  OK(dv->count(&n, &e_));
+  TU_OK(dv->count(&n, &e_));
   ck_assert_int_eq(n, 2);
   rt_device_info info;
   kerr e;
@@ -368,10 +365,10 @@ START_TEST(device_memory_and_streams) {
   ck_assert_int_eq(dv->info(2, &info, &e), KEOPS_ERROR_NO_DEVICE);
   rt_dptr d = 0;
   ck_assert_int_eq(dv->alloc(16, &d, NULL), KEOPS_ERROR_DEVICE); /* no current device */
-  OK(dv->enter(1, &e_));
-  OK(dv->alloc(64, &d, &e_));
+  TU_OK(dv->enter(1, &e_));
+  TU_OK(dv->alloc(64, &d, &e_));
   int ord;
-  OK(dv->pointer_device(d + 10, &ord, &e_));
+  TU_OK(dv->pointer_device(d + 10, &ord, &e_));
   ck_assert_int_eq(ord, 1);
   kerr_clear(&e);
   ck_assert_int_eq(dv->pointer_device(d + 64, &ord, &e), KEOPS_ERROR_DEVICE);
@@ -381,35 +378,35 @@ START_TEST(device_memory_and_streams) {
   ck_assert_int_eq(dv->htod(d, h, sizeof h, NULL, &e), KEOPS_ERROR_DEVICE);
   ck_assert_msg(strstr(e.msg, "not inside one allocation"), "%s", e.msg);
   rt_stream *s;
-  OK(dv->stream_create(&s, &e_));
-  OK(dv->htod(d, h, 64, s, &e_));
+  TU_OK(dv->stream_create(&s, &e_));
+  TU_OK(dv->htod(d, h, 64, s, &e_));
   h[0] = 100; /* the copy took the source when queued */
   memcpy(back, (void *)(uintptr_t)d, 64);
   ck_assert_msg(isnan(back[0]), "the queued copy ran before any sync: %g", (double)back[0]);
-  OK(dv->sync(s, &e_));
+  TU_OK(dv->sync(s, &e_));
   memcpy(back, (void *)(uintptr_t)d, 64);
   ck_assert(back[0] == 0 && back[15] == 15);
-  OK(dv->memset0(d, 64, s, &e_));
-  OK(dv->dtoh(back, d, 64, s, &e_)); /* pageable: complete on return, after the memset */
+  TU_OK(dv->memset0(d, 64, s, &e_));
+  TU_OK(dv->dtoh(back, d, 64, s, &e_)); /* pageable: complete on return, after the memset */
   ck_assert(back[0] == 0 && back[15] == 0);
-  OK(dv->stream_destroy(s, &e_));
+  TU_OK(dv->stream_destroy(s, &e_));
   kerr_clear(&e);
   ck_assert_int_eq(dv->free(d + 4, &e), KEOPS_ERROR_DEVICE);
-  OK(dv->free(d, &e_));
+  TU_OK(dv->free(d, &e_));
   dv->leave();
 }
 END_TEST
 
 START_TEST(queued_launch_errors_surface_at_sync) {
   rt_emu_function f = fn_of(early_exit, "early_exit", 0, 0);
-  OK(dv->enter(0, &e_));
+  TU_OK(dv->enter(0, &e_));
   unsigned grid[3] = {1, 1, 1}, block[3] = {32, 1, 1};
-  OK(dv->launch((rt_function *)&f, grid, block, 0, NULL, NULL, &e_));
+  TU_OK(dv->launch((rt_function *)&f, grid, block, 0, NULL, NULL, &e_));
   kerr e;
   kerr_clear(&e);
   ck_assert_int_eq(dv->sync(NULL, &e), KEOPS_ERROR_DEVICE);
   ck_assert_msg(strstr(e.msg, "returned while 31 threads wait"), "%s", e.msg);
-  OK(dv->sync(NULL, &e_)); /* reported once; the device goes on */
+  TU_OK(dv->sync(NULL, &e_)); /* reported once; the device goes on */
   block[0] = 2048;
   kerr_clear(&e);
   ck_assert_int_eq(dv->launch((rt_function *)&f, grid, block, 0, NULL, NULL, &e), KEOPS_ERROR_ARGUMENT);

@@ -68,13 +68,6 @@ static void load_fake(void) {
   memcpy(&fake, syms, sizeof fake);
 }
 
-#define CU_OK(call)                                                                                \
-  do {                                                                                             \
-    kerr e_;                                                                                       \
-    kerr_clear(&e_);                                                                               \
-    keops_status st_ = (call);                                                                     \
-    ck_assert_msg(st_ == KEOPS_OK, "%s: %s", #call, e_.msg);                                       \
-  } while (0)
 
 /* Nothing of the fake's is alive but the primary contexts cuda.c keeps for the process, and
  * `kept` allocations (those whose cuMemFree the test made fail). What a context lost to a
@@ -99,10 +92,10 @@ START_TEST(table_on_fake) {
   kerr_clear(&e);
   ck_assert_msg(cu->load(&e) == KEOPS_OK, "%s", e.msg);
   int n = 0;
-  CU_OK(cu->count(&n, &e_));
+  TU_OK(cu->count(&n, &e_));
   ck_assert_int_eq(n, 1);
   rt_device_info d;
-  CU_OK(cu->info(0, &d, &e_));
+  TU_OK(cu->info(0, &d, &e_));
   ck_assert_int_eq(d.cc_major, 9);
   ck_assert_int_eq(d.max_shared_per_block, 48 * 1024);
   ck_assert_int_eq(d.max_shared_per_block_optin, 227 * 1024);
@@ -117,22 +110,22 @@ START_TEST(table_on_fake) {
   ck_assert_int_eq(cu->alloc(64, &p, &e), KEOPS_ERROR_DEVICE);
   ck_assert_msg(strstr(e.msg, "cuMemAlloc_v2") && strstr(e.msg, "CUDA_ERROR_INVALID_CONTEXT"), "%s", e.msg);
 
-  CU_OK(cu->enter(0, &e_));
-  CU_OK(cu->alloc(100, &p, &e_));
+  TU_OK(cu->enter(0, &e_));
+  TU_OK(cu->alloc(100, &p, &e_));
   int ord = -1;
-  CU_OK(cu->pointer_device(p, &ord, &e_));
+  TU_OK(cu->pointer_device(p, &ord, &e_));
   ck_assert_int_eq(ord, 0);
   kerr_clear(&e);
   ck_assert_int_eq(cu->pointer_device(p + 4096, &ord, &e), KEOPS_ERROR_DEVICE);
   /* fresh memory is poisoned; memset0, copies in and out */
   unsigned char buf[100];
-  CU_OK(cu->dtoh(buf, p, 100, NULL, &e_));
+  TU_OK(cu->dtoh(buf, p, 100, NULL, &e_));
   for (int i = 0; i < 100; i++) ck_assert_int_eq(buf[i], 0xff);
-  CU_OK(cu->memset0(p, 50, NULL, &e_));
+  TU_OK(cu->memset0(p, 50, NULL, &e_));
   for (int i = 0; i < 100; i++) buf[i] = (unsigned char)i;
-  CU_OK(cu->htod(p + 60, buf, 40, NULL, &e_));
+  TU_OK(cu->htod(p + 60, buf, 40, NULL, &e_));
   memset(buf, 7, sizeof buf); /* the source may change at once: pageable memory is staged */
-  CU_OK(cu->dtoh(buf, p, 100, NULL, &e_));
+  TU_OK(cu->dtoh(buf, p, 100, NULL, &e_));
   for (int i = 0; i < 100; i++)
     ck_assert_int_eq(buf[i], i < 50 ? 0 : i < 60 ? 0xff : i - 60);
   /* bounds: every copy and memset must lie inside one allocation */
@@ -150,7 +143,7 @@ START_TEST(table_on_fake) {
   kerr_clear(&e);
   ck_assert_int_eq(cu->alloc((size_t)1 << 40, &big, &e), KEOPS_ERROR_OUT_OF_MEMORY);
   ck_assert_msg(strstr(e.msg, "CUDA_ERROR_OUT_OF_MEMORY"), "%s", e.msg);
-  CU_OK(cu->free(p, &e_));
+  TU_OK(cu->free(p, &e_));
   cu->leave();
   assert_no_leak("after the table");
 }
@@ -159,28 +152,28 @@ END_TEST
 /* Work runs at synchronisation points only: a copy queued on one stream is not visible to a
  * read on another until that stream is synchronised. */
 START_TEST(streams_run_at_sync) {
-  CU_OK(cu->enter(0, &e_));
+  TU_OK(cu->enter(0, &e_));
   rt_stream *s1, *s2;
-  CU_OK(cu->stream_create(&s1, &e_));
-  CU_OK(cu->stream_create(&s2, &e_));
+  TU_OK(cu->stream_create(&s1, &e_));
+  TU_OK(cu->stream_create(&s2, &e_));
   rt_dptr p;
-  CU_OK(cu->alloc(16, &p, &e_));
+  TU_OK(cu->alloc(16, &p, &e_));
   unsigned char in[16], out[16];
   memset(in, 3, sizeof in);
-  CU_OK(cu->htod(p, in, 16, s1, &e_));
-  CU_OK(cu->dtoh(out, p, 16, s2, &e_)); /* s1 not synchronised: the old contents */
+  TU_OK(cu->htod(p, in, 16, s1, &e_));
+  TU_OK(cu->dtoh(out, p, 16, s2, &e_)); /* s1 not synchronised: the old contents */
   ck_assert_int_eq(out[0], 0xff);
-  CU_OK(cu->sync(s1, &e_));
-  CU_OK(cu->dtoh(out, p, 16, s2, &e_));
+  TU_OK(cu->sync(s1, &e_));
+  TU_OK(cu->dtoh(out, p, 16, s2, &e_));
   ck_assert_int_eq(out[0], 3);
   /* a context sync runs every stream */
-  CU_OK(cu->memset0(p, 16, s1, &e_));
-  CU_OK(cu->sync(NULL, &e_));
-  CU_OK(cu->dtoh(out, p, 16, NULL, &e_));
+  TU_OK(cu->memset0(p, 16, s1, &e_));
+  TU_OK(cu->sync(NULL, &e_));
+  TU_OK(cu->dtoh(out, p, 16, NULL, &e_));
   ck_assert_int_eq(out[15], 0);
-  CU_OK(cu->free(p, &e_));
-  CU_OK(cu->stream_destroy(s1, &e_));
-  CU_OK(cu->stream_destroy(s2, &e_));
+  TU_OK(cu->free(p, &e_));
+  TU_OK(cu->stream_destroy(s1, &e_));
+  TU_OK(cu->stream_destroy(s2, &e_));
   cu->leave();
   assert_no_leak("after the streams");
 }
@@ -198,7 +191,7 @@ START_TEST(modules_refused) {
                                      "CUDA_ERROR_UNSUPPORTED_PTX_VERSION",
                                      "CUDA_ERROR_NO_BINARY_FOR_GPU"};
   static const char *const log[] = {"keops program", "program key", "Unsupported .version", "sm_100"};
-  CU_OK(cu->enter(0, &e_));
+  TU_OK(cu->enter(0, &e_));
   for (int i = 0; i < 4; i++) {
     kerr e;
     kerr_clear(&e);
@@ -230,8 +223,8 @@ static void ctx_teardown(void) {
 /* A device copy of bytes of h on the current context (0 for 0 bytes). */
 static rt_dptr dcopy(const void *h, size_t bytes) {
   rt_dptr d = 0;
-  CU_OK(cu->alloc(bytes, &d, &e_));
-  if (bytes) CU_OK(cu->htod(d, h, bytes, NULL, &e_));
+  TU_OK(cu->alloc(bytes, &d, &e_));
+  if (bytes) TU_OK(cu->htod(d, h, bytes, NULL, &e_));
   return d;
 }
 
@@ -246,8 +239,8 @@ static keops_status gpu_run(keops_kernel *k, int64_t M, int64_t N, void *const *
   void *da[FE_MAX_ARGS] = {0}, *dout[2] = {0};
   size_t ob[2] = {0, 0};
   rt_stream *s;
-  CU_OK(cu->enter(0, &e_));
-  CU_OK(cu->stream_create(&s, &e_));
+  TU_OK(cu->enter(0, &e_));
+  TU_OK(cu->stream_create(&s, &e_));
   for (int pos = 0; pos < p->args.n; pos++)
     da[pos] = (void *)(uintptr_t)dcopy(args[pos], (size_t)(mx_cat_rows(p->args.cat[pos], M, N) *
                                                            p->args.dim[pos]) * (p->dtype == KEOPS_FLOAT32 ? 4 : 8));
@@ -256,14 +249,14 @@ static keops_status gpu_run(keops_kernel *k, int64_t M, int64_t N, void *const *
     dout[q] = (void *)(uintptr_t)dcopy(outs[q], ob[q]);
   }
   o.stream = s;
-  CU_OK(cu->sync(NULL, &e_)); /* the staging copies, on the default stream, come first */
+  TU_OK(cu->sync(NULL, &e_)); /* the staging copies, on the default stream, come first */
   keops_status st = keops_kernel_run(k, M, N, (const void *const *)da, dout, &o);
   char msg[1024];
   snprintf(msg, sizeof msg, "%s", keops_last_error());
   if (st == KEOPS_OK) {
-    CU_OK(cu->sync(s, &e_));
+    TU_OK(cu->sync(s, &e_));
     for (int q = 0; q < p->nout; q++)
-      if (ob[q]) CU_OK(cu->dtoh(outs[q], (uintptr_t)dout[q], ob[q], NULL, &e_));
+      if (ob[q]) TU_OK(cu->dtoh(outs[q], (uintptr_t)dout[q], ob[q], NULL, &e_));
   }
   cu->sync(NULL, NULL);
   for (int pos = 0; pos < p->args.n; pos++) cu->free((uintptr_t)da[pos], NULL);
@@ -550,8 +543,8 @@ START_TEST(user_context_pointers) {
   for (int q = 0; q < 3; q++) da[q] = (void *)(uintptr_t)dcopy(P.arr[q], bytes[q]);
   dout[0] = (void *)(uintptr_t)dcopy(P.out[0][0], ob);
   rt_stream *s;
-  CU_OK(cu->stream_create(&s, &e_));
-  CU_OK(cu->sync(NULL, &e_));
+  TU_OK(cu->stream_create(&s, &e_));
+  TU_OK(cu->sync(NULL, &e_));
   ck_assert_int_eq(pop(&popped), 0);
   ck_assert_ptr_eq(popped, uc);
   keops_run_options o = {.backend = KEOPS_BACKEND_GPU, .device_pointers = 1, .stream = s};
@@ -566,8 +559,8 @@ START_TEST(user_context_pointers) {
   void *ps = dlsym(lib, "cuCtxPushCurrent_v2");
   memcpy(&push, &ps, sizeof push);
   ck_assert_int_eq(push(uc), 0);
-  CU_OK(cu->sync(s, &e_));
-  CU_OK(cu->dtoh(P.out[0][0], (uintptr_t)dout[0], ob, NULL, &e_));
+  TU_OK(cu->sync(s, &e_));
+  TU_OK(cu->dtoh(P.out[0][0], (uintptr_t)dout[0], ob, NULL, &e_));
   mx_prob_reference(&P);
   mx_check_outputs(&P);
   ck_assert_int_eq(pop(&popped), 0);
@@ -578,8 +571,8 @@ START_TEST(user_context_pointers) {
   st = keops_kernel_run(kz, M, N, (const void *const *)da, dout, &o);
   ck_assert_msg(st == KEOPS_OK, "Zero on the user's context: %s", keops_last_error());
   ck_assert_int_eq(push(uc), 0);
-  CU_OK(cu->sync(s, &e_));
-  CU_OK(cu->dtoh(P.out[0][0], (uintptr_t)dout[0], ob, NULL, &e_));
+  TU_OK(cu->sync(s, &e_));
+  TU_OK(cu->dtoh(P.out[0][0], (uintptr_t)dout[0], ob, NULL, &e_));
   for (int64_t q = 0; q < 2 * M; q++) ck_assert(mx_outv(&P, 0, 0, q) == 0);
   for (int q = 0; q < 3; q++) cu->free((uintptr_t)da[q], NULL);
   cu->free((uintptr_t)dout[0], NULL);
@@ -700,7 +693,7 @@ START_TEST(two_devices) {
     mx_prob_reference(&P);
     mx_check_outputs(&P);
     if (dev == 1) { /* device 1's pointers, the run on device 0 */
-      CU_OK(cu->enter(1, &e_));
+      TU_OK(cu->enter(1, &e_));
       void *da[3], *dout[1] = {(void *)(uintptr_t)dcopy(P.out[0][0], 30 * 2 * 4)};
       for (int q = 0; q < 3; q++)
         da[q] = (void *)(uintptr_t)dcopy(P.arr[q], (size_t)(q ? 30 : 40) * (q == 2 ? 2 : 3) * 4);
@@ -712,8 +705,8 @@ START_TEST(two_devices) {
       od.device_id = 1;
       ck_assert_msg(keops_kernel_run(k, 40, 30, (const void *const *)da, dout, &od) == KEOPS_OK, "%s",
                     keops_last_error());
-      CU_OK(cu->enter(1, &e_));
-      CU_OK(cu->sync(NULL, &e_));
+      TU_OK(cu->enter(1, &e_));
+      TU_OK(cu->sync(NULL, &e_));
       for (int q = 0; q < 3; q++) cu->free((uintptr_t)da[q], NULL);
       cu->free((uintptr_t)dout[0], NULL);
       cu->leave();

@@ -66,19 +66,12 @@ static int dry;
 
 /* ---- runs ------------------------------------------------------------------------------------ */
 
-#define CU_OK(call)                                                                                \
-  do {                                                                                             \
-    kerr e_;                                                                                       \
-    kerr_clear(&e_);                                                                               \
-    keops_status st_ = (call);                                                                     \
-    ck_assert_msg(st_ == KEOPS_OK, "%s: %s", #call, e_.msg);                                       \
-  } while (0)
 
 /* A device copy of `bytes` bytes of host memory h on the current context (0 for 0 bytes). */
 static rt_dptr dcopy(const void *h, size_t bytes) {
   rt_dptr d = 0;
-  CU_OK(cu->alloc(bytes, &d, &e_));
-  if (bytes) CU_OK(cu->htod(d, h, bytes, NULL, &e_));
+  TU_OK(cu->alloc(bytes, &d, &e_));
+  if (bytes) TU_OK(cu->htod(d, h, bytes, NULL, &e_));
   return d;
 }
 
@@ -98,7 +91,7 @@ static keops_status gpu_run(keops_kernel *k, int64_t M, int64_t N, void *const *
   int64_t rows = p->axis ? M : N;
   void *da[FE_MAX_ARGS] = {0}, *dout[2] = {0};
   size_t ob[2] = {0, 0};
-  CU_OK(cu->enter(dev, &e_));
+  TU_OK(cu->enter(dev, &e_));
   for (int pos = 0; pos < p->args.n; pos++)
     da[pos] = (void *)(uintptr_t)dcopy(args[pos], (size_t)(mx_cat_rows(p->args.cat[pos], M, N) *
                                                            p->args.dim[pos]) * (p->dtype == KEOPS_FLOAT32 ? 4 : 8));
@@ -107,14 +100,14 @@ static keops_status gpu_run(keops_kernel *k, int64_t M, int64_t N, void *const *
     dout[q] = (void *)(uintptr_t)dcopy(outs[q], ob[q]);
   }
   o.stream = dev == 0 ? test_stream : NULL;
-  CU_OK(cu->sync(NULL, &e_)); /* the staging copies, on the default stream, come first */
+  TU_OK(cu->sync(NULL, &e_)); /* the staging copies, on the default stream, come first */
   keops_status st = keops_kernel_run(k, M, N, (const void *const *)da, dout, &o);
   char msg[1024];
   snprintf(msg, sizeof msg, "%s", keops_last_error());
   if (st == KEOPS_OK) { /* the run is asynchronous: wait for its stream, then copy back */
-    CU_OK(cu->sync(o.stream, &e_));
+    TU_OK(cu->sync(o.stream, &e_));
     for (int q = 0; q < p->nout; q++)
-      if (ob[q]) CU_OK(cu->dtoh(outs[q], (uintptr_t)dout[q], ob[q], NULL, &e_));
+      if (ob[q]) TU_OK(cu->dtoh(outs[q], (uintptr_t)dout[q], ob[q], NULL, &e_));
   }
   cu->sync(NULL, NULL);
   for (int pos = 0; pos < p->args.n; pos++) cu->free((uintptr_t)da[pos], NULL);
@@ -462,7 +455,7 @@ START_TEST(devices_and_pointers) {
                 keops_status_string(st));
   ck_assert_msg(gpu_run(k, 4, 5, args, outs, 0, 0) == KEOPS_OK, "%s", keops_last_error());
   if (ndev >= 2) { /* a pointer of device 1 in a run on device 0 */
-    CU_OK(cu->enter(1, &e_));
+    TU_OK(cu->enter(1, &e_));
     unsigned long long dx = dcopy(x, sizeof x), dy = dcopy(y, sizeof y), dout = dcopy(out, sizeof out);
     cu->leave();
     void *da[2] = {(void *)(uintptr_t)dx, (void *)(uintptr_t)dy}, *dO[1] = {(void *)(uintptr_t)dout};
@@ -472,8 +465,8 @@ START_TEST(devices_and_pointers) {
     o.device_id = 1; /* the same pointers on their own device */
     ck_assert_msg(keops_kernel_run(k, 4, 5, (const void *const *)da, dO, &o) == KEOPS_OK, "%s",
                   keops_last_error());
-    CU_OK(cu->enter(1, &e_));
-    CU_OK(cu->sync(NULL, &e_));
+    TU_OK(cu->enter(1, &e_));
+    TU_OK(cu->sync(NULL, &e_));
     cu->free(dx, NULL), cu->free(dy, NULL), cu->free(dout, NULL);
     cu->leave();
   }

@@ -7,6 +7,17 @@
 #include <stdint.h>
 
 #include "keops.h"
+#include "kerr.h"
+
+/* TU_OK(f(..., &e_)): asserts that a call taking a kerr succeeds, naming the call and the
+ * kerr's message; the macro's kerr is named e_. */
+#define TU_OK(call)                                                                                \
+  do {                                                                                             \
+    kerr e_;                                                                                       \
+    kerr_clear(&e_);                                                                               \
+    keops_status st_ = (call);                                                                     \
+    ck_assert_msg(st_ == KEOPS_OK, "%s: %s (%s)", #call, keops_status_string(st_), e_.msg);        \
+  } while (0)
 
 /* Deterministic generator (xorshift64*), so failures reproduce. */
 typedef struct tu_rng { uint64_t s; } tu_rng;

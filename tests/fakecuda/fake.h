@@ -182,4 +182,20 @@ void fk_drop_queue(fk_queue *q);                               /* fk.lock held *
 /* fake_module.c */
 void fk_module_free(fk_module *m); /* unlinked already; fk.lock held */
 
+/* Every entry point: BEGIN takes the lock and counts the call (fk_begin: injected failures,
+ * cuInit first when need_init); END releases it and returns. */
+#define BEGIN(name, need_init)                                                                     \
+  pthread_mutex_lock(&fk.lock);                                                                    \
+  CUresult r_ = fk_begin(name, need_init);                                                         \
+  if (r_) {                                                                                        \
+    pthread_mutex_unlock(&fk.lock);                                                                \
+    return r_;                                                                                     \
+  }
+#define END(r)                                                                                     \
+  do {                                                                                             \
+    CUresult e_ = (r);                                                                             \
+    pthread_mutex_unlock(&fk.lock);                                                                \
+    return e_;                                                                                     \
+  } while (0)
+
 #endif

@@ -5,19 +5,6 @@
 
 #include "fake.h"
 
-#define BEGIN(name)                                                                                \
-  pthread_mutex_lock(&fk.lock);                                                                    \
-  CUresult r_ = fk_begin(name, 1);                                                                 \
-  if (r_) {                                                                                        \
-    pthread_mutex_unlock(&fk.lock);                                                                \
-    return r_;                                                                                     \
-  }
-#define END(r)                                                                                     \
-  do {                                                                                             \
-    CUresult e_ = (r);                                                                             \
-    pthread_mutex_unlock(&fk.lock);                                                                \
-    return e_;                                                                                     \
-  } while (0)
 
 /* ---- the allocation table ------------------------------------------------------------------- */
 
@@ -37,7 +24,7 @@ static size_t used_on(int dev) {
 }
 
 FK_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *out, size_t bytes) {
-  BEGIN("cuMemAlloc_v2");
+  BEGIN("cuMemAlloc_v2", 1);
   fk_ctx *c;
   CUresult r = fk_need_ctx(&c);
   if (r) END(r);
@@ -68,7 +55,7 @@ static void free_at(int i) {
 
 /* cuMemFree synchronises the context first, as CUDA's does. */
 FK_EXPORT CUresult cuMemFree_v2(CUdeviceptr p) {
-  BEGIN("cuMemFree_v2");
+  BEGIN("cuMemFree_v2", 1);
   fk_ctx *c;
   CUresult r = fk_need_ctx(&c);
   if (r) END(r);
@@ -88,7 +75,7 @@ FK_EXPORT CUresult cuMemFree_v2(CUdeviceptr p) {
 }
 
 FK_EXPORT CUresult cuPointerGetAttribute(void *out, int attr, CUdeviceptr p) {
-  BEGIN("cuPointerGetAttribute");
+  BEGIN("cuPointerGetAttribute", 1);
   if (!out) END(CUDA_ERROR_INVALID_VALUE);
   fk_alloc *a = fk_find(p, 0);
   if (!a) END(CUDA_ERROR_INVALID_VALUE);
@@ -297,14 +284,14 @@ static CUresult queue_copy(int kind, CUdeviceptr d, void *h, const void *src, si
 }
 
 FK_EXPORT CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void *src, size_t n, fk_stream *s) {
-  BEGIN("cuMemcpyHtoDAsync_v2");
+  BEGIN("cuMemcpyHtoDAsync_v2", 1);
   END(queue_copy(OP_HTOD, d, NULL, src, n, 0, s, NULL, NULL));
 }
 
 /* Into pageable host memory (all of it, here): complete when the call returns, so the stream's
  * work up to this copy runs now. */
 FK_EXPORT CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr d, size_t n, fk_stream *s) {
-  BEGIN("cuMemcpyDtoHAsync_v2");
+  BEGIN("cuMemcpyDtoHAsync_v2", 1);
   fk_queue *q;
   fk_op *op;
   CUresult r = queue_copy(OP_DTOH, d, dst, NULL, n, 0, s, &q, &op);
@@ -315,14 +302,14 @@ FK_EXPORT CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr d, size_t n, fk_s
 }
 
 FK_EXPORT CUresult cuMemsetD8Async(CUdeviceptr d, unsigned char v, size_t n, fk_stream *s) {
-  BEGIN("cuMemsetD8Async");
+  BEGIN("cuMemsetD8Async", 1);
   END(queue_copy(OP_MEMSET, d, NULL, NULL, n, v, s, NULL, NULL));
 }
 
 /* ---- streams ----------------------------------------------------------------------------------- */
 
 FK_EXPORT CUresult cuStreamCreate(fk_stream **out, unsigned flags) {
-  BEGIN("cuStreamCreate");
+  BEGIN("cuStreamCreate", 1);
   fk_ctx *c;
   CUresult r = fk_need_ctx(&c);
   if (r) END(r);
@@ -348,7 +335,7 @@ static void unlink_stream(fk_stream *s) {
 
 /* Work still queued completes first (CUDA lets it finish after the call returns). */
 FK_EXPORT CUresult cuStreamDestroy_v2(fk_stream *s) {
-  BEGIN("cuStreamDestroy_v2");
+  BEGIN("cuStreamDestroy_v2", 1);
   fk_ctx *c = fk_current();
   if (!c) END(CUDA_ERROR_INVALID_CONTEXT);
   if (!stream_live(s) || s->ctx != c) END(CUDA_ERROR_INVALID_HANDLE);
@@ -366,7 +353,7 @@ FK_EXPORT CUresult cuStreamDestroy_v2(fk_stream *s) {
 }
 
 FK_EXPORT CUresult cuStreamSynchronize(fk_stream *s) {
-  BEGIN("cuStreamSynchronize");
+  BEGIN("cuStreamSynchronize", 1);
   fk_ctx *c;
   fk_queue *q;
   CUresult r = fk_need_ctx(&c);

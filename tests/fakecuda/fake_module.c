@@ -9,19 +9,6 @@
 #include "front.h"
 #include "target.h"
 
-#define BEGIN(name)                                                                                \
-  pthread_mutex_lock(&fk.lock);                                                                    \
-  CUresult r_ = fk_begin(name, 1);                                                                 \
-  if (r_) {                                                                                        \
-    pthread_mutex_unlock(&fk.lock);                                                                \
-    return r_;                                                                                     \
-  }
-#define END(r)                                                                                     \
-  do {                                                                                             \
-    CUresult e_ = (r);                                                                             \
-    pthread_mutex_unlock(&fk.lock);                                                                \
-    return e_;                                                                                     \
-  } while (0)
 
 #define KEY_LINE "// keops program: "
 
@@ -120,7 +107,7 @@ static rt_emu_module *build(const char *ptx, char *why, size_t n) {
 
 FK_EXPORT CUresult cuModuleLoadDataEx(fk_module **out, const void *image, unsigned nopts,
                                       int *opts, void **vals) {
-  BEGIN("cuModuleLoadDataEx");
+  BEGIN("cuModuleLoadDataEx", 1);
   fk_ctx *c;
   CUresult r = fk_need_ctx(&c);
   if (r) END(r);
@@ -179,7 +166,7 @@ static fk_func *func_live(const fk_func *f) {
 }
 
 FK_EXPORT CUresult cuModuleGetFunction(fk_func **out, fk_module *m, const char *name) {
-  BEGIN("cuModuleGetFunction");
+  BEGIN("cuModuleGetFunction", 1);
   if (!out || !name) END(CUDA_ERROR_INVALID_VALUE);
   if (!module_live(m)) END(CUDA_ERROR_INVALID_HANDLE);
   for (fk_func *f = m->funcs; f; f = f->next)
@@ -205,7 +192,7 @@ FK_EXPORT CUresult cuModuleGetFunction(fk_func **out, fk_module *m, const char *
 /* Work queued with the module's kernels runs first: unloading under it would be the caller's
  * bug, which a GPU reports as a fault at best. */
 FK_EXPORT CUresult cuModuleUnload(fk_module *m) {
-  BEGIN("cuModuleUnload");
+  BEGIN("cuModuleUnload", 1);
   if (!module_live(m)) END(CUDA_ERROR_INVALID_HANDLE);
   fk_ctx *c = m->ctx;
   pthread_mutex_unlock(&fk.lock);
@@ -225,7 +212,7 @@ FK_EXPORT CUresult cuModuleUnload(fk_module *m) {
 }
 
 FK_EXPORT CUresult cuFuncSetAttribute(fk_func *f, int attr, int value) {
-  BEGIN("cuFuncSetAttribute");
+  BEGIN("cuFuncSetAttribute", 1);
   if (!func_live(f)) END(CUDA_ERROR_INVALID_HANDLE);
   if (attr != 8) END(CUDA_ERROR_INVALID_VALUE); /* MAX_DYNAMIC_SHARED_SIZE_BYTES only */
   const fakecuda_device *d = &fk.dev[f->mod->ctx->dev].d;
@@ -237,7 +224,7 @@ FK_EXPORT CUresult cuFuncSetAttribute(fk_func *f, int attr, int value) {
 }
 
 FK_EXPORT CUresult cuFuncGetAttribute(int *v, int attr, fk_func *f) {
-  BEGIN("cuFuncGetAttribute");
+  BEGIN("cuFuncGetAttribute", 1);
   if (!v) END(CUDA_ERROR_INVALID_VALUE);
   if (!func_live(f)) END(CUDA_ERROR_INVALID_HANDLE);
   switch (attr) {
@@ -263,7 +250,7 @@ FK_EXPORT CUresult cuFuncGetAttribute(int *v, int attr, fk_func *f) {
 FK_EXPORT CUresult cuLaunchKernel(fk_func *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                   unsigned by, unsigned bz, unsigned shared, fk_stream *s,
                                   void **params, void **extra) {
-  BEGIN("cuLaunchKernel");
+  BEGIN("cuLaunchKernel", 1);
   fk_ctx *c;
   fk_queue *q;
   CUresult r = fk_need_ctx(&c);

@@ -187,19 +187,6 @@ CUresult fk_begin(const char *name, int need_init) {
   return CUDA_SUCCESS;
 }
 
-#define BEGIN(name, need_init)                                                                     \
-  pthread_mutex_lock(&fk.lock);                                                                    \
-  CUresult r_ = fk_begin(name, need_init);                                                         \
-  if (r_) {                                                                                        \
-    pthread_mutex_unlock(&fk.lock);                                                                \
-    return r_;                                                                                     \
-  }
-#define END(r)                                                                                     \
-  do {                                                                                             \
-    CUresult e_ = (r);                                                                             \
-    pthread_mutex_unlock(&fk.lock);                                                                \
-    return e_;                                                                                     \
-  } while (0)
 
 /* ---- init, devices -------------------------------------------------------------------------- */
 

@@ -15,7 +15,7 @@
  *   kernel that touches memory outside its context's allocations faults (ILLEGAL_ADDRESS,
  *   sticky: every later call on that context returns it);
  * - modules: PTX is not compiled; the program is rebuilt from its "// keops program:" line
- *   (fe_from_key), compiled for the GPU emulator (kt_gpuemu) and run by it (runtime/emu.c)
+ *   (fe_from_key), compiled for the GPU emulator (kt_gpuemu) and run by it (runtime/emulator.c)
  *   at the stream's synchronisation point. PTX without the line: CUDA_ERROR_INVALID_PTX, with
  *   a log; a .version newer than the driver's, UNSUPPORTED_PTX_VERSION; a .target newer than
  *   the device, NO_BINARY_FOR_GPU.
