@@ -42,6 +42,8 @@ static int check_desc(const keops_kernel_desc *desc, const red_row *red, kerr *e
     kerr_set(e, KEOPS_ERROR_ARGUMENT,
              "sum_scheme and double_accumulator apply to sum-type reductions (Sum, LogSumExp, "
              "SumSoftMaxWeight, Max_SumShiftExp...), not to %s", red->name);
+  } else if (desc->fast_math != 0 && desc->fast_math != 1) {
+    kerr_set(e, KEOPS_ERROR_ARGUMENT, "fast_math must be 0 or 1, got %d", desc->fast_math);
   }
   return e->status == KEOPS_OK ? 0 : -1;
 }
@@ -111,7 +113,7 @@ static int check_positions(const fe_args *a, kerr *e) {
 }
 
 /* The key's layout, which fe_from_key reads back:
- *   <dag_serialize of f>|<reduction>|axis=A|k=K|dtype=T|scheme=S|dacc=D|args=dim:cat,...
+ *   <dag_serialize of f>|<reduction>|axis=A|k=K|dtype=T|scheme=S|dacc=D|fast=F|args=dim:cat,...
  * (no '|' in a serialized formula or a reduction name) */
 static char *make_key(const fe_program *p) {
   char *f = dag_serialize(p->d, p->f);
@@ -119,8 +121,9 @@ static char *make_key(const fe_program *p) {
   size_t cap = strlen(f) + 256 + (size_t)p->args.n * 24;
   char *key = malloc(cap);
   if (key) {
-    int n = snprintf(key, cap, "%s|%s|axis=%d|k=%d|dtype=%d|scheme=%d|dacc=%d|args=", f,
-                     p->red->name, p->axis, p->k, (int)p->dtype, (int)p->scheme, p->double_acc);
+    int n = snprintf(key, cap, "%s|%s|axis=%d|k=%d|dtype=%d|scheme=%d|dacc=%d|fast=%d|args=", f,
+                     p->red->name, p->axis, p->k, (int)p->dtype, (int)p->scheme, p->double_acc,
+                     p->fast_math);
     for (int pos = 0; pos < p->args.n && n > 0 && (size_t)n < cap; pos++)
       n += snprintf(key + n, cap - (size_t)n, "%d:%d,", p->args.dim[pos], p->args.cat[pos]);
   }
@@ -146,6 +149,7 @@ fe_program *fe_build(const keops_kernel_desc *desc, kerr *e) {
   p->axis = desc->axis;
   p->dtype = desc->dtype;
   p->double_acc = red->fam->sum_type && desc->double_accumulator && desc->dtype == KEOPS_FLOAT32;
+  p->fast_math = desc->fast_math;
   p->scheme = desc->sum_scheme != KEOPS_SUM_AUTO ? desc->sum_scheme
               : red->fam->sum_type               ? KEOPS_SUM_BLOCK
                                                  : KEOPS_SUM_DIRECT;
@@ -267,10 +271,10 @@ static int read_options(fe_program *p, const char *s, kerr *e) {
   memcpy(rname, s, (size_t)(bar - s));
   rname[bar - s] = '\0';
   s = bar + 1;
-  int axis, k, dtype, scheme, dacc;
+  int axis, k, dtype, scheme, dacc, fast;
   if (key_int(&s, "axis", &axis) || key_int(&s, "k", &k) || key_int(&s, "dtype", &dtype) ||
-      key_int(&s, "scheme", &scheme) || key_int(&s, "dacc", &dacc))
-    return key_fail(e, "expected axis=, k=, dtype=, scheme=, dacc= after the reduction");
+      key_int(&s, "scheme", &scheme) || key_int(&s, "dacc", &dacc) || key_int(&s, "fast", &fast))
+    return key_fail(e, "expected axis=, k=, dtype=, scheme=, dacc=, fast= after the reduction");
   const red_row *red = red_find(rname);
   if (red && !red->fam->sum_type && scheme != KEOPS_SUM_DIRECT)
     return key_fail(e, "a scheme other than DIRECT for a reduction that is not a sum");
@@ -281,7 +285,7 @@ static int read_options(fe_program *p, const char *s, kerr *e) {
                             .dtype = (keops_dtype)dtype,
                             .sum_scheme = red && red->fam->sum_type ? (keops_sum_scheme)scheme
                                                                     : KEOPS_SUM_AUTO,
-                            .double_accumulator = dacc};
+                            .double_accumulator = dacc, .fast_math = fast};
   if (red && red->f2 == F2_REQ) desc.formula2 = "";
   if (check_desc(&desc, red, e)) return -1;
   if (dacc && !(red->fam->sum_type && dtype == KEOPS_FLOAT32))
@@ -292,6 +296,7 @@ static int read_options(fe_program *p, const char *s, kerr *e) {
   p->dtype = (keops_dtype)dtype;
   p->scheme = (keops_sum_scheme)scheme;
   p->double_acc = dacc;
+  p->fast_math = fast;
   if (strncmp(s, "args=", 5) != 0) return key_fail(e, "expected args=");
   s += 5;
   for (int pos = 0; *s; pos++) {

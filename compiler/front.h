@@ -120,6 +120,7 @@ typedef struct fe_program {
   keops_dtype dtype;
   keops_sum_scheme scheme; /* AUTO resolved to BLOCK for sum-type reductions, else DIRECT */
   int double_acc;
+  int fast_math;     /* keops_kernel_desc.fast_math */
   int zero;          /* Sum of a formula that simplified to Zero: fill, evaluate nothing */
   fe_args args;      /* positions as the user passes them (user categories) */
   int nout;

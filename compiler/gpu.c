@@ -21,7 +21,7 @@ enum { P_NROWS, P_J0, P_J1, P_NSLICE, P_PARTIAL, P_ARGS };
 typedef struct gk {
   kb K;
   const kt_grid *grid;
-  LLVMValueRef row, valid, by, nrows;
+  LLVMValueRef row[GPU_MAX_U], valid[GPU_MAX_U], by, nrows;
   LLVMValueRef out[2];
   LLVMValueRef partial;
   LLVMValueRef pbase; /* where put_partial writes the row's state (doubles) */
@@ -37,14 +37,11 @@ static LLVMValueRef sreg(gk *G, kt_sreg r) {
 static LLVMValueRef load_var(lw *L, int pos, int cat, int c, int u) {
   gk *G = L->user;
   kb *K = &G->K;
-  (void)u;
   if (cat == CAT_J) {
-    LLVMValueRef at = LLVMBuildAdd(B, LLVMBuildMul(B, K->jt, kg_i64(K, K->tile_width), ""),
-                                   kg_i64(K, K->tile_off[pos] + c), "");
-    return kg_load(K, L->T, kg_gep(K, L->T, K->tile, at), kg_tsize(K));
+    return kg_load(K, L->T, kg_gep(K, L->T, K->trow, kg_i64(K, K->tile_off[pos] + c)), kg_tsize(K));
   }
   LLVMValueRef at = kg_i64(K, c);
-  if (cat == CAT_I) at = LLVMBuildAdd(B, LLVMBuildMul(B, G->row, kg_i64(K, K->p->args.dim[pos]), ""), at, "");
+  if (cat == CAT_I) at = LLVMBuildAdd(B, LLVMBuildMul(B, G->row[u], kg_i64(K, K->p->args.dim[pos]), ""), at, "");
   return kg_load(K, L->T, kg_gep(K, L->T, K->arg[pos], at), kg_tsize(K));
 }
 
@@ -58,10 +55,12 @@ static void put_partial(kb *K, const kg_sink *o, int kind, LLVMValueRef c, int u
   kg_store(K, v, kg_gep(K, LLVMDoubleTypeInContext(K->L.C), G->pbase, c), 8);
 }
 
-/* The state of slot q (>= 0) of a row's slices in shared memory. */
-static LLVMValueRef slice_state(gk *G, LLVMValueRef q, LLVMValueRef R, LLVMValueRef r) {
+/* The state of slot q (>= 0) of the slices of row block u of thread r, in shared memory. */
+static LLVMValueRef slice_state(gk *G, LLVMValueRef q, LLVMValueRef R, LLVMValueRef r, int u) {
   kb *K = &G->K;
-  LLVMValueRef at = LLVMBuildMul(B, LLVMBuildAdd(B, LLVMBuildMul(B, q, R, ""), r, ""), kg_i64(K, K->p->state), "");
+  LLVMValueRef at = LLVMBuildAdd(B, LLVMBuildMul(B, LLVMBuildAdd(B, LLVMBuildMul(B, q, R, ""), r, ""), kg_i64(K, K->U), ""),
+                                 kg_i64(K, u), "");
+  at = LLVMBuildMul(B, at, kg_i64(K, K->p->state), "");
   return kg_gep(K, LLVMDoubleTypeInContext(K->L.C), K->tile, at);
 }
 
@@ -89,10 +88,10 @@ static void stage_tile(gk *G, LLVMValueRef t, LLVMValueRef r, LLVMValueRef jend,
   LLVMPositionBuilderAtEnd(B, done);
 }
 
-/* Block = R rows x S slices (S = nslice, a power of two dividing blockDim): thread
- * tid = s * R + r reduces row blockIdx.x * R + r over slice s of the block's j-range, the
- * slices' tiles side by side in shared memory; then the slices' states merge in order
- * through shared memory, so few rows still fill the block. */
+/* Block = R threads x S slices (S = nslice, a power of two dividing blockDim): thread
+ * tid = s * R + r reduces the U rows blockIdx.x * R U + r + u R over slice s of the block's
+ * j-range, the slices' tiles side by side in shared memory; then the slices' states merge
+ * in order through shared memory, so few rows still fill the block. */
 static void build_body(gk *G, LLVMValueRef *params) {
   kb *K = &G->K;
   const fe_program *p = K->p;
@@ -102,13 +101,16 @@ static void build_body(gk *G, LLVMValueRef *params) {
   for (int o = 0; o < p->nout; o++) G->out[o] = params[P_ARGS + p->args.n + o];
   LLVMValueRef tid = sreg(G, KT_TID_X), bdim = sreg(G, KT_NTID_X), S = params[P_NSLICE];
   LLVMValueRef R = LLVMBuildUDiv(B, bdim, S, "rows"), r = LLVMBuildURem(B, tid, R, ""), s = LLVMBuildUDiv(B, tid, R, "");
-  LLVMValueRef i = LLVMBuildAdd(B, LLVMBuildMul(B, sreg(G, KT_CTAID_X), R, ""), r, "");
+  LLVMValueRef i = LLVMBuildAdd(B, LLVMBuildMul(B, sreg(G, KT_CTAID_X), LLVMBuildMul(B, R, kg_i64(K, K->U), ""), ""), r, "");
   G->by = sreg(G, KT_CTAID_Y);
   LLVMValueRef gy = sreg(G, KT_NCTAID_Y);
-  G->valid = LLVMBuildICmp(B, LLVMIntSLT, i, G->nrows, "");
   /* threads past the last row still stage tiles and meet the barriers; they compute on the
    * last row and write nothing */
-  G->row = LLVMBuildSelect(B, G->valid, i, LLVMBuildSub(B, G->nrows, kg_i64(K, 1), ""), "");
+  for (int u = 0; u < K->U; u++) {
+    LLVMValueRef iu = LLVMBuildAdd(B, i, LLVMBuildMul(B, R, kg_i64(K, u), ""), "");
+    G->valid[u] = LLVMBuildICmp(B, LLVMIntSLT, iu, G->nrows, "");
+    G->row[u] = LLVMBuildSelect(B, G->valid[u], iu, LLVMBuildSub(B, G->nrows, kg_i64(K, 1), ""), "");
+  }
   LLVMValueRef one = kg_i64(K, 1);
   /* the block's chunk of [j0, j1) (blockIdx.y of gridDim.y), then this slice's */
   LLVMValueRef j0 = params[P_J0], j1 = params[P_J1];
@@ -122,28 +124,43 @@ static void build_body(gk *G, LLVMValueRef *params) {
   kg_state_alloc(K);
   kg_kheap_alloca(K);
   lw_level_prepare(&K->L, LV_P, 0);
-  lw_level_prepare(&K->L, LV_I, 0);
-  kg_init(K, 0);
+  for (int u = 0; u < K->U; u++) {
+    lw_level_prepare(&K->L, LV_I, u);
+    kg_init(K, u);
+  }
   kg_loop lt, lk;
   /* every slice runs the same number of rounds (c / R), so all meet every barrier */
   LLVMValueRef t = kg_loop_begin(K, &lt, kg_i64(K, 0), c);
   LLVMValueRef jt0 = LLVMBuildAdd(B, js0, t, "");
   stage_tile(G, jt0, r, js1, tid);
   G->grid->barrier(K);
-  LLVMValueRef n = kg_smin(K, R, LLVMBuildSub(B, js1, jt0, ""));
-  LLVMValueRef q = kg_loop_begin(K, &lk, kg_i64(K, 0), n);
-  K->jt = LLVMBuildAdd(B, LLVMBuildMul(B, s, R, ""), q, "");
-  K->j = K->jv = LLVMBuildAdd(B, jt0, q, "");
+  /* the pair loop counts in 32 bits (n <= R) and walks the tile by pointer: less index
+   * arithmetic per pair than 64-bit j's */
+  LLVMValueRef n = LLVMBuildTrunc(B, kg_smin(K, R, LLVMBuildSub(B, js1, jt0, "")), K->i32, "");
+  LLVMValueRef row0 = kg_gep(K, K->L.T, K->tile, LLVMBuildMul(B, LLVMBuildMul(B, s, R, ""), kg_i64(K, K->tile_width), ""));
+  LLVMBasicBlockRef pre = LLVMGetInsertBlock(B);
+  LLVMValueRef q = kg_loop_begin(K, &lk, LLVMConstInt(K->i32, 0, 0), n);
+  lk.unroll = gpu_unroll(p);
+  LLVMBasicBlockRef body = LLVMGetInsertBlock(B);
+  LLVMPositionBuilderBefore(B, LLVMGetFirstInstruction(lk.head));
+  K->trow = LLVMBuildPhi(B, LLVMTypeOf(row0), "trow");
+  LLVMAddIncoming(K->trow, &row0, &pre, 1);
+  LLVMPositionBuilderAtEnd(B, body);
+  K->j = K->jv = LLVMBuildAdd(B, jt0, LLVMBuildZExt(B, q, K->i64, ""), "");
   lw_level_prepare(&K->L, LV_J, 0);
-  lw_level_prepare(&K->L, LV_IJ, 0);
-  LLVMValueRef *f = lw_vec(&K->L, p->f, 0);
-  if (f) kg_accumulate(K, 0, f);
-  kg_loop_end(K, &lk, one);
-  if (kg_needs_flush(p)) kg_flush_block(K, 0);
+  for (int u = 0; u < K->U; u++) {
+    lw_level_prepare(&K->L, LV_IJ, u);
+    LLVMValueRef *f = lw_vec(&K->L, p->f, u);
+    if (f) kg_accumulate(K, u, f);
+  }
+  LLVMValueRef trow1 = kg_gep(K, K->L.T, K->trow, kg_i64(K, K->tile_width));
+  LLVMAddIncoming(K->trow, &trow1, (LLVMBasicBlockRef[]){LLVMGetInsertBlock(B)}, 1);
+  kg_loop_end(K, &lk, LLVMConstInt(K->i32, 1, 0));
+  for (int u = 0; u < K->U && kg_needs_flush(p); u++) kg_flush_block(K, u);
   G->grid->barrier(K); /* the tile is overwritten next */
   kg_loop_end(K, &lt, R);
 
-  kg_sink sf = kg_row_sink(G->out, G->row), sp = {.put = put_partial, .partial = 1};
+  kg_sink sp = {.put = put_partial, .partial = 1};
   /* The slices' states merge in log2(S) steps: at step h, slice s = (2k + 1) h leaves its
    * state in shared memory (slot s - 1, written once) and, after the barrier, slice 2k h
    * merges it into its own (later indices into earlier ones). */
@@ -156,14 +173,17 @@ static void build_body(gk *G, LLVMValueRef *params) {
   LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "next");
   LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntEQ, rem, h, ""), put, wait);
   LLVMPositionBuilderAtEnd(B, put);
-  G->pbase = slice_state(G, LLVMBuildSub(B, s, one, ""), R, r);
-  kg_finalize(K, 0, &sp);
+  for (int u = 0; u < K->U; u++) {
+    G->pbase = slice_state(G, LLVMBuildSub(B, s, one, ""), R, r, u);
+    kg_finalize(K, u, &sp);
+  }
   LLVMBuildBr(B, wait);
   LLVMPositionBuilderAtEnd(B, wait);
   G->grid->barrier(K); /* every thread, every step: S is the launch's */
   LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntEQ, rem, kg_i64(K, 0), ""), take, next);
   LLVMPositionBuilderAtEnd(B, take);
-  kg_state_merge(K, 0, slice_state(G, LLVMBuildSub(B, LLVMBuildAdd(B, s, h, ""), one, ""), R, r));
+  for (int u = 0; u < K->U; u++)
+    kg_state_merge(K, u, slice_state(G, LLVMBuildSub(B, LLVMBuildAdd(B, s, h, ""), one, ""), R, r, u));
   LLVMBuildBr(B, next);
   LLVMPositionBuilderAtEnd(B, next);
   kg_loop_end(K, &lm, h); /* h doubles */
@@ -174,23 +194,26 @@ static void build_body(gk *G, LLVMValueRef *params) {
   LLVMBuildRetVoid(B); /* slices 1.. are merged */
 
   LLVMPositionBuilderAtEnd(B, out);
-  LLVMBasicBlockRef fin = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "finalize");
-  LLVMBasicBlockRef part = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "partial");
-  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "done");
-  LLVMBasicBlockRef write = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "write");
-  LLVMBuildCondBr(B, G->valid, write, done);
-  LLVMPositionBuilderAtEnd(B, write);
-  LLVMBuildCondBr(B, LLVMBuildIsNull(B, G->partial, ""), fin, part);
-  LLVMPositionBuilderAtEnd(B, fin);
-  kg_finalize(K, 0, &sf);
-  LLVMBuildBr(B, done);
-  LLVMPositionBuilderAtEnd(B, part);
-  LLVMValueRef at = LLVMBuildMul(B, LLVMBuildAdd(B, LLVMBuildMul(B, G->by, G->nrows, ""), G->row, ""),
-                                 kg_i64(K, p->state), "");
-  G->pbase = kg_gep(K, LLVMDoubleTypeInContext(K->L.C), G->partial, at);
-  kg_finalize(K, 0, &sp);
-  LLVMBuildBr(B, done);
-  LLVMPositionBuilderAtEnd(B, done);
+  for (int u = 0; u < K->U; u++) {
+    LLVMBasicBlockRef fin = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "finalize");
+    LLVMBasicBlockRef part = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "partial");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "done");
+    LLVMBasicBlockRef write = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "write");
+    LLVMBuildCondBr(B, G->valid[u], write, done);
+    LLVMPositionBuilderAtEnd(B, write);
+    LLVMBuildCondBr(B, LLVMBuildIsNull(B, G->partial, ""), fin, part);
+    LLVMPositionBuilderAtEnd(B, fin);
+    kg_sink sf = kg_row_sink(G->out, G->row[u]);
+    kg_finalize(K, u, &sf);
+    LLVMBuildBr(B, done);
+    LLVMPositionBuilderAtEnd(B, part);
+    LLVMValueRef at = LLVMBuildMul(B, LLVMBuildAdd(B, LLVMBuildMul(B, G->by, G->nrows, ""), G->row[u], ""),
+                                   kg_i64(K, p->state), "");
+    G->pbase = kg_gep(K, LLVMDoubleTypeInContext(K->L.C), G->partial, at);
+    kg_finalize(K, u, &sp);
+    LLVMBuildBr(B, done);
+    LLVMPositionBuilderAtEnd(B, done);
+  }
   LLVMBuildRetVoid(B);
   kg_state_free(K);
 }
@@ -239,11 +262,12 @@ LLVMModuleRef gpu_build(LLVMContextRef C, const fe_program *p, const kt_target *
   K->L.bld = LLVMCreateBuilderInContext(C);
   K->L.user = &G;
   K->L.load_var = load_var;
-  kg_types(K, 1, 1, 1);
-  vm_set_math(K->L.M, t->isa->math);
+  kg_types(K, 1, 1, gpu_rows_per_thread(p));
+  /* fast_math only where the target has the shortcut it selects */
+  vm_set_math(K->L.M, t->isa->math | (p->fast_math && (t->isa->math & VM_MATH_EX2_APPROX) ? VM_MATH_FAST : 0));
   /* K-min heaps live in each thread's local memory, which the driver reserves for every
    * resident thread of the device: keep it small */
-  int64_t heap = kg_kheap_entries(p, 1, 1) * (kg_tsize(K) + 8);
+  int64_t heap = kg_kheap_entries(p, 1, K->U) * (kg_tsize(K) + 8);
   if (heap > GPU_MAX_HEAP)
     kerr_set(e, KEOPS_ERROR_UNSUPPORTED,
              "%s with K = %d over %d components needs %lld bytes of heap per row, more than the "
@@ -281,4 +305,14 @@ LLVMModuleRef gpu_build(LLVMContextRef C, const fe_program *p, const kt_target *
     return NULL;
   }
   return m;
+}
+
+int gpu_unroll(const fe_program *p) {
+  int64_t n = GPU_UNROLL_SIZE / (kg_size(p) * gpu_rows_per_thread(p)), u = 1;
+  while (u * 2 <= n && u < 8) u *= 2;
+  return (int)u;
+}
+
+int gpu_rows_per_thread(const fe_program *p) {
+  return !kg_kheap(p) && p->state <= GPU_U2_STATE && kg_size(p) <= GPU_U2_SIZE ? 2 : 1;
 }

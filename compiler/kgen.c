@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <llvm-c/DebugInfo.h>
+
 #include "vmath.h"
 
 #define B (K->L.bld)
@@ -28,12 +30,13 @@ LLVMValueRef kg_alloca(kb *K, LLVMTypeRef t, int64_t n) {
 
 LLVMValueRef kg_loop_begin(kb *K, kg_loop *lp, LLVMValueRef start, LLVMValueRef end) {
   LLVMBasicBlockRef pre = LLVMGetInsertBlock(B);
+  lp->unroll = 0;
   lp->head = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "kg_loop");
   LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "body");
   lp->exit = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "done");
   LLVMBuildBr(B, lp->head);
   LLVMPositionBuilderAtEnd(B, lp->head);
-  lp->iv = LLVMBuildPhi(B, K->i64, "");
+  lp->iv = LLVMBuildPhi(B, LLVMTypeOf(start), "");
   LLVMAddIncoming(lp->iv, &start, &pre, 1);
   LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntSLT, lp->iv, end, ""), body, lp->exit);
   LLVMPositionBuilderAtEnd(B, body);
@@ -43,7 +46,20 @@ LLVMValueRef kg_loop_begin(kb *K, kg_loop *lp, LLVMValueRef start, LLVMValueRef 
 void kg_loop_end(kb *K, kg_loop *lp, LLVMValueRef step) {
   LLVMValueRef next = LLVMBuildAdd(B, lp->iv, step, "");
   LLVMBasicBlockRef latch = LLVMGetInsertBlock(B);
-  LLVMBuildBr(B, lp->head);
+  LLVMValueRef br = LLVMBuildBr(B, lp->head);
+  if (lp->unroll > 0) {
+    /* !llvm.loop !0, !0 = distinct !{!0, !{"llvm.loop.unroll.count", i32 n}}: a temporary
+     * node replaced by the node itself makes the self-reference (the C API has no distinct
+     * nodes) */
+    LLVMContextRef C = K->L.C;
+    LLVMMetadataRef tmp = LLVMTemporaryMDNode(C, NULL, 0);
+    LLVMMetadataRef cnt[2] = {LLVMMDStringInContext2(C, "llvm.loop.unroll.count", 22),
+                              LLVMValueAsMetadata(LLVMConstInt(K->i32, (unsigned)lp->unroll, 0))};
+    LLVMMetadataRef ops[2] = {tmp, LLVMMDNodeInContext2(C, cnt, 2)};
+    LLVMMetadataRef self = LLVMMDNodeInContext2(C, ops, 2);
+    LLVMMetadataReplaceAllUsesWith(tmp, self);
+    LLVMSetMetadata(br, LLVMGetMDKindIDInContext(C, "llvm.loop", 9), LLVMMetadataAsValue(C, self));
+  }
   LLVMAddIncoming(lp->iv, &next, &latch, 1);
   LLVMPositionBuilderAtEnd(B, lp->exit);
 }

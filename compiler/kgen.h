@@ -10,6 +10,9 @@
 typedef struct kg_loop {
   LLVMBasicBlockRef head, exit;
   LLVMValueRef iv;
+  int unroll; /* set after kg_loop_begin (which clears it): > 0, kg_loop_end asks LLVM to
+                 unroll the loop this many times and no more (NVPTX then marks the unrolled
+                 loop nounroll for ptxas) */
 } kg_loop;
 
 typedef struct kb {
@@ -24,7 +27,7 @@ typedef struct kb {
   LLVMValueRef gstate;   /* GPU: the thread-state argument (kt_grid.thread_state) */
   int tile_off[FE_MAX_ARGS], tile_width; /* GPU: offsets of the j-variables in a tile row */
   LLVMValueRef j, jv;    /* current reduced index, as i64 and broadcast */
-  LLVMValueRef jt;       /* GPU: index within the tile */
+  LLVMValueRef trow;     /* GPU: the current j's row of the tile */
   int nslot;             /* state vectors per row block */
   LLVMValueRef *jidx;    /* merging states: the index of each component (else jv) */
   int f_acc;             /* merging states: values already in the accumulator type */

@@ -332,6 +332,21 @@ static void leaf(lw *L, uint32_t id, const dag_node *n, const int64_t *p, LLVMVa
   }
 }
 
+/* Exp(c * x) with c computed outside the pair loop (level P or I) and x in it: where the
+ * target folds c into exp's own scaling (vm_exp_mul; GPU float32), out gets exp(c * x)
+ * without the product. Returns 0 where it does not apply. */
+static int lower_exp_mul(lw *L, const dag_node *n, int u, int vec, LLVMValueRef *out) {
+  const dag_node *m = dag_get(L->d, n->k[0]);
+  if (m->op != OP_Mult) return 0;
+  int h = L->level[m->k[0]] <= LV_I ? 0 : 1, lx = L->level[m->k[1 - h]];
+  if (L->level[m->k[h]] > LV_I || lx <= LV_I) return 0;
+  LLVMValueRef *c = value(L, m->k[h], u, vec), *x = value(L, m->k[1 - h], u, vec);
+  int dc = dag_get(L->d, m->k[h])->dim, dx = dag_get(L->d, m->k[1 - h])->dim;
+  for (int q = 0; c && x && q < n->dim; q++)
+    if (!(out[q] = vm_exp_mul(L->M, B, c[dc == 1 ? 0 : q], x[dx == 1 ? 0 : q]))) return 0;
+  return c && x;
+}
+
 static LLVMValueRef *value(lw *L, uint32_t id, int u, int vec) {
   int lv = L->level[id];
   if (lv == LV_I || lv == LV_IJ) vec = 1;
@@ -350,6 +365,7 @@ static LLVMValueRef *value(lw *L, uint32_t id, int u, int vec) {
     for (int c = 0; s && c < n->dim; c++) out[c] = lw_splat(L, s[c]);
   } else if (n->nk == 0) {
     leaf(L, id, n, dag_params(L->d, id), out, u, vec);
+  } else if (n->op == OP_Exp && lower_exp_mul(L, n, u, vec, out)) {
   } else {
     LLVMValueRef *k[DAG_MAX_KIDS] = {0};
     int kd[DAG_MAX_KIDS] = {0};

@@ -208,7 +208,7 @@ static const cset EXP_P = CSET(EXP_F, EXP_D);
 /* The target's shortcuts travel with the module as flags (one per shortcut, present when
  * allowed), so that vm_call needs no target argument and every function of a module agrees. */
 static const char *const MATH_FLAGS[] = {"keops.math.scalef", "keops.math.ex2_approx",
-                                         "keops.math.ex2_model"};
+                                         "keops.math.ex2_model", "keops.math.fast"};
 
 void vm_set_math(LLVMModuleRef m, unsigned flags) {
   LLVMValueRef one = LLVMConstInt(LLVMInt32TypeInContext(LLVMGetModuleContext(m)), 1, 0);
@@ -883,12 +883,8 @@ static const struct {
 #undef X
 };
 
-/* VM_MATH_EX2_APPROX, the GPU's float32 shortcut:
- * exp(x) = ex2.approx(t) * (1 + e ln2) with t = x log2(e) rounded and e its error (one FMA
- * and log2(e)'s low part), so the product's rounding (|x| 2^-24, i.e. 40 ulp at x = 80) does
- * not reach the result: ex2.approx's 2^-22.5 plus a few roundings, about 2-3 ulp (by this
- * analysis: not yet measured on a device). The intrinsic's name moved between LLVM versions
- * (llvm_compat.h): the first that exists is used, else the polynomial. */
+/* ex2.approx.ftz.f32 of t (its model on a host), or NULL where the target has none. The
+ * intrinsic's name moved between LLVM versions (llvm_compat.h): the first that exists. */
 static LLVMValueRef ex2_approx(const vm *v, LLVMValueRef t) {
   static const char *const names[] = KEOPS_NVPTX_EX2_NAMES;
   if (v->dbl || v->lanes || !has_math(v, VM_MATH_EX2_APPROX)) return NULL;
@@ -907,15 +903,41 @@ static LLVMValueRef ex2_approx(const vm *v, LLVMValueRef t) {
   return NULL;
 }
 
+/* VM_MATH_EX2_APPROX, the GPU's float32 exp: exp(x) = 2^(x*lh + x*ll) with lh + ll = log2(e)
+ * (ll NULL: lh alone). With VM_MATH_FAST, ex2.approx(t), t = x*lh rounded: CUDA's __expf,
+ * 2 + 1.17 |x| ulp (the rounding of t costs |t| 2^-24 of the exponent). Otherwise the
+ * rounding is undone: r = x*lh - t exactly (an FMA), plus x*ll, and
+ * exp(x) = ex2.approx(t) * (1 + r ln2): ex2.approx's 2 ulp plus a few roundings. Ranges
+ * need no clamps: t = +-inf or NaN (x infinite, x*lh overflowing) makes r infinite or NaN,
+ * which min(|s|, 2) maps to 2 (min of a NaN is the other operand, in PTX as in llvm.minnum):
+ * harmless against ex2's 0 or inf, and |s| < 1.01 otherwise (|r| <= 2^-16). That is one
+ * FMNMX (|s| is an operand modifier) where clamping x took two. */
+static LLVMValueRef exp_ex2(const vm *v, LLVMValueRef x, LLVMValueRef lh, LLVMValueRef ll) {
+  LLVMValueRef t = mul(v, x, lh), p = ex2_approx(v, t);
+  if (!p || has_math(v, VM_MATH_FAST)) return p;
+  LLVMValueRef r = fmadd(v, x, lh, neg(v, t));
+  if (ll) r = fmadd(v, x, ll, r);
+  LLVMValueRef s = fabs_(v, fmadd(v, r, K(v, 0.6931471805599453), K(v, 1.0)));
+  LLVMValueRef two = K(v, 2.0), a[2] = {s, two};
+  return mul(v, p, intrinsic(v, "llvm.minnum", a, 2));
+}
+
 static LLVMValueRef exp_gpu_f32(const vm *v, LLVMValueRef x) {
-  LLVMValueRef hi = K(v, 89.0), low = K(v, -105.0); /* keeps inf * (1 + e ln2) from NaN */
-  x = sel(v, fcmp(v, LLVMRealOGT, x, hi), hi, x);
-  x = sel(v, fcmp(v, LLVMRealOLT, x, low), low, x);
-  LLVMValueRef L = K(v, 1.4426950408889634), Llo = K(v, 1.4426950408889634 - (double)1.4426950408889634f);
-  LLVMValueRef t = mul(v, x, L);
-  LLVMValueRef e = fmadd(v, x, Llo, fmadd(v, x, L, neg(v, t)));
-  LLVMValueRef p = ex2_approx(v, t);
-  return p ? mul(v, p, fmadd(v, e, K(v, 0.6931471805599453), K(v, 1.0))) : NULL;
+  return exp_ex2(v, x, K(v, 1.4426950408889634), K(v, 1.4426950408889634 - (double)1.4426950408889634f));
+}
+
+LLVMValueRef vm_exp_mul(LLVMModuleRef mod, LLVMBuilderRef b, LLVMValueRef c, LLVMValueRef x) {
+  if (!c || !x || LLVMTypeOf(c) != LLVMTypeOf(x) || LLVMGetTypeKind(LLVMTypeOf(x)) != LLVMFloatTypeKind)
+    return NULL;
+  vm v = vm_make(mod, b, 0, 0);
+  if (!has_math(&v, VM_MATH_EX2_APPROX)) return NULL;
+  /* c log2(e) rounded once, from double; beyond the float range it would make t infinite
+   * for every x, and exp(c * 0) 0 or inf: NaN instead (documented with Exp) */
+  vm vd = vm_make(mod, b, 1, 0);
+  LLVMValueRef cd = mul(&vd, LLVMBuildFPExt(b, c, vd.ty, ""), K(&vd, 1.4426950408889634));
+  LLVMValueRef ok = fcmp(&vd, LLVMRealOLE, fabs_(&vd, cd), K(&vd, 0x1.fffffep127));
+  LLVMValueRef lh = sel(&v, ok, LLVMBuildFPTrunc(b, cd, v.ty, ""), K(&v, __builtin_nan("")));
+  return exp_ex2(&v, x, lh, NULL);
 }
 
 static LLVMValueRef exp_fn(const vm *v, LLVMValueRef x) {

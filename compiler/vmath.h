@@ -37,7 +37,17 @@ const uint64_t *vm_two_over_pi(unsigned *nwords);
  *   VM_MATH_EX2_MODEL   with EX2_APPROX, on a host (the GPU emulator): ex2.approx.ftz as
  *                       libm's exp2f with its result flushed to zero below 2^-126 (exp2f is
  *                       within 1 ulp, the hardware 2: tests must allow the hardware's bound). */
-enum { VM_MATH_SCALEF = 1, VM_MATH_EX2_APPROX = 2, VM_MATH_EX2_MODEL = 4 };
+/*   VM_MATH_FAST        with EX2_APPROX: exp is ex2.approx(x log2(e)) alone (CUDA's __expf,
+ *                       2 + 1.17 |x| ulp), for keops_kernel_desc.fast_math. */
+enum { VM_MATH_SCALEF = 1, VM_MATH_EX2_APPROX = 2, VM_MATH_EX2_MODEL = 4, VM_MATH_FAST = 8 };
 void vm_set_math(LLVMModuleRef m, unsigned flags);
+
+/* exp(c * x) for float scalars where the module's target has VM_MATH_EX2_APPROX, else NULL
+ * (then the caller multiplies and calls exp). c is meant to be computed outside the loop that
+ * computes x (LICM hoists what depends on c alone): c log2(e) is rounded once, from double,
+ * and exp's own scaling by log2(e) takes the place of the multiplication by c: the error of
+ * exp(round(c * x)), one multiplication and one correction term fewer.
+ * |c| > 2.3e38 (c log2(e) beyond the float range) gives NaN. */
+LLVMValueRef vm_exp_mul(LLVMModuleRef mod, LLVMBuilderRef b, LLVMValueRef c, LLVMValueRef x);
 
 #endif

@@ -181,6 +181,7 @@ typedef struct run {
   const rt_device_info *info;
   rt_stream *stream;
   int64_t rows, nred;
+  int U; /* rows per thread (gpu_rows_per_thread) */
   rt_dptr in[FE_MAX_ARGS], out[2], partial;
   int own_in[FE_MAX_ARGS], own_out[2];
   size_t es;
@@ -210,10 +211,10 @@ static unsigned block_size(const fe_program *p, const rt_device_info *d, int fn_
  * short of `want` blocks, each slice keeps at least 64 j's, and the slices' states fit in
  * the shared memory a block has without opting in. *shared grows to hold those states. */
 static unsigned slice_count(const run *r, unsigned bs, int64_t want, unsigned *shared) {
-  size_t state = (size_t)r->p->state * sizeof(double);
+  size_t state = (size_t)r->p->state * sizeof(double) * (size_t)r->U;
   unsigned S = 1;
   for (unsigned S2 = 2; S2 <= bs && bs % S2 == 0; S2 *= 2) {
-    int64_t R = bs / S;
+    int64_t R = bs / S * r->U; /* rows per block */
     if ((r->rows + R - 1) / R >= want || r->nred / S2 < 64 ||
         (size_t)(S2 - 1) * (bs / S2) * state > (size_t)r->info->max_shared_per_block)
       break;
@@ -227,7 +228,7 @@ static unsigned slice_count(const run *r, unsigned bs, int64_t want, unsigned *s
 static keops_status launch(run *r, rt_gpu_code *c, unsigned bs, unsigned shared, unsigned nslice,
                            unsigned nsplit, kerr *e) {
   const fe_program *p = r->p;
-  int64_t j0 = 0, j1 = r->nred, S = nslice, R = bs / nslice;
+  int64_t j0 = 0, j1 = r->nred, S = nslice, R = bs / nslice * r->U; /* rows per block */
   void *params[5 + FE_MAX_ARGS + 2];
   int np = 0;
   params[np++] = &r->rows;
@@ -241,8 +242,8 @@ static keops_status launch(run *r, rt_gpu_code *c, unsigned bs, unsigned shared,
   return r->dev->launch(c->fn, grid, block, shared, r->stream, params, e);
 }
 
-/* Small row counts: split j across blocks too, so that the device gets about `want` blocks,
- * rows per block R. */
+/* Small row counts: split j across blocks too, so that the device gets about `want` blocks of
+ * R rows. */
 static unsigned split_count(const run *r, unsigned bs, int64_t R, int64_t want) {
   int64_t blocks = (r->rows + R - 1) / R;
   if (blocks >= want || r->nred < 4 * (int64_t)bs) return 1;
@@ -346,6 +347,7 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
   r.stream = o->stream;
   r.rows = fe_rows(p, M, N);
   r.nred = fe_nred(p, M, N);
+  r.U = gpu_rows_per_thread(p);
   r.es = p->dtype == KEOPS_FLOAT32 ? 4 : 8;
   keops_status rc = KEOPS_OK;
   if (devp) {
@@ -370,7 +372,7 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
      * enough to hide latency */
     int64_t want = 4 * (int64_t)info.sm_count;
     unsigned nslice = rc == KEOPS_OK ? slice_count(&r, bs, want, &shared) : 1;
-    unsigned nsplit = rc == KEOPS_OK ? split_count(&r, bs, bs / nslice, want) : 1;
+    unsigned nsplit = rc == KEOPS_OK ? split_count(&r, bs, bs / nslice * r.U, want) : 1;
     if (rc == KEOPS_OK && nsplit > 1) {
       rc = dev->alloc(sizeof(double) * nsplit * (size_t)r.rows * (size_t)p->state, &r.partial, e);
     }

@@ -275,6 +275,10 @@ START_TEST(error_reduction) {
   d = seed_desc(SEED, 4, 1);
   d.dtype = KEOPS_INT64;
   expect_create_error(&d, KEOPS_ERROR_ARGUMENT, "dtype must be KEOPS_FLOAT32 or KEOPS_FLOAT64", 0);
+
+  d = seed_desc(SEED, 4, 1);
+  d.fast_math = 2;
+  expect_create_error(&d, KEOPS_ERROR_ARGUMENT, "fast_math must be 0 or 1, got 2", 0);
 }
 END_TEST
 

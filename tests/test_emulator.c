@@ -292,7 +292,8 @@ START_TEST(generated_code_is_checked) {
   void *partial = NULL, *px = x, *py = y, *po = out;
   void *params[8] = {&rows, &j0, &j1, &nslice, &partial, &px, &py, &po};
   rt_emu_launch l = {f, {1, 1, 1}, {64, 1, 1}, 64 * 2 * 4, 48 << 10, 1024, params, refuse_out, out};
-  size_t merge = (size_t)3 * 16 * (size_t)p->state * 8; /* gpu.h: 4 slices of 16 rows */
+  int U = gpu_rows_per_thread(p); /* gpu.h: 4 slices of 16 threads of U rows */
+  size_t merge = (size_t)3 * 16 * (size_t)U * (size_t)p->state * 8;
   kerr_clear(&e);
   /* refuse_out refuses out[0..3): the store of row 0 must be checked and refused */
   ck_assert_int_eq(rt_emu_run(&l, &e), KEOPS_ERROR_DEVICE);
@@ -301,7 +302,7 @@ START_TEST(generated_code_is_checked) {
   /* one slice per row, then 4 slices of 16 rows a block merging their states in shared memory
    * (the race checks watch the merge) */
   for (nslice = 1; nslice <= 4; nslice *= 4) {
-    l.grid[0] = nslice == 1 ? 1 : (M + 15) / 16;
+    l.grid[0] = nslice == 1 ? 1 : (M + 16 * U - 1) / (16 * U);
     l.shared_bytes = nslice == 1 || merge < 64 * 2 * 4 ? 64 * 2 * 4 : (unsigned)merge;
     memset(out, 0, sizeof out);
     TU_OK(rt_emu_run(&l, &e_));

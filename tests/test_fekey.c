@@ -20,7 +20,7 @@ static void same_program(const fe_program *a, const fe_program *b, const char *w
   ck_assert_msg(!strcmp(a->key, b->key), "%s: key\n%s\nbecomes\n%s", what, a->key, b->key);
   ck_assert_msg(a->fdim == b->fdim && a->red == b->red && a->k == b->k && a->axis == b->axis &&
                     a->dtype == b->dtype && a->scheme == b->scheme &&
-                    a->double_acc == b->double_acc && a->zero == b->zero,
+                    a->double_acc == b->double_acc && a->fast_math == b->fast_math && a->zero == b->zero,
                 "%s: options differ", what);
   ck_assert_msg(a->nout == b->nout && a->red_width == b->red_width && a->state == b->state &&
                     a->weights == b->weights,
@@ -137,6 +137,8 @@ START_TEST(bad_keys) {
       {"scheme=2", "scheme=7", "scheme"},
       {"scheme=2", "scheme=0", "AUTO"},
       {"dacc=0", "dacc=3", "dacc"},
+      {"fast=0", "fast=2", "fast_math"},
+      {"fast=0", "fst=0", "fast="},
       {"k=0", "k=5", "K"},
       {"args=", "args=3:9,", NULL},
       {"args=", "argz=", "args="},
@@ -167,6 +169,15 @@ START_TEST(bad_keys) {
   char *dk = edit(p->key, "Sum:1 @6", "Sum:2 @6");
   refused(dk, NULL);
   free(dk);
+  /* fast_math = 1 is in the key, and comes back from it */
+  keops_kernel_desc d = {.formula = "Exp(-p*SqDist(x,y))*b", .aliases = good_aliases, .n_aliases = 4,
+                         .axis = 1, .fast_math = 1};
+  kerr e;
+  kerr_clear(&e);
+  fe_program *f = fe_build(&d, &e), *g = f ? fe_from_key(f->key, &e) : NULL;
+  ck_assert_msg(f && g && strstr(f->key, "|fast=1|"), "%s", e.msg);
+  same_program(f, g, "fast_math");
+  fe_free(f), fe_free(g);
   fe_free(p);
 }
 END_TEST

@@ -36,6 +36,7 @@
  * a denormal up (no intermediate below 2^-100 is multiplied by more than 2^20), so
  * mx_ftz_term = 2^-100 per term is added to every float32 bound. */
 #include <check.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -341,6 +342,52 @@ START_TEST(nan_inf) {
 }
 END_TEST
 
+/* Float32 Exp on the GPU (vmath.c's exp_ex2), one value per row (N = 1, y = 1), against exp
+ * in double of the exact exponent, for Exp(x) and Exp(c*x) (c a parameter, folded into exp's
+ * scaling: vm_exp_mul), by default and with fast_math. Relative bounds, in units of 2^-23 (a
+ * float ulp is 2^-24..2^-23 of the value): ex2.approx is within 2 ulp (the emulator's exp2f
+ * within 1); by default Exp(x) adds a few roundings (4 in all), Exp(c*x) also the rounding of
+ * c log2(e), |cx| 2^-24 as rounding c*x would; fast_math is CUDA's __expf bound,
+ * 2 + 1.17 |cx| ulp. Results below 2^-126 flush to 0: 2^-126 absolute. Overflow to inf,
+ * infinities and NaN are checked exactly, and c beyond +-2.3e38 gives NaN (documented). */
+START_TEST(float32_exp_bounds) {
+  if (dry) return;
+  enum { NX = 64 };
+  double xs[NX];
+  int n = 0;
+  for (; n < 48; n++) xs[n] = -87 + n * (175.0 / 47) * 0.999; /* -87 .. 87.8 */
+  const double special[] = {0, 1e-30, -1e-30, 0.5, -0.5, 100, -100, 1e30, -1e30, INFINITY, -INFINITY, NAN};
+  for (size_t q = 0; q < sizeof special / sizeof *special; q++) xs[n++] = special[q];
+  const double cs[] = {1, -2.5, 1e-3, -3e38};
+  const char *const al[] = {"x = Vi(1)", "y = Vj(1)", "c = Pm(1)"};
+  float x32[NX], y = 1, out[NX];
+  for (int q = 0; q < n; q++) x32[q] = (float)xs[q];
+  for (int fast = 0; fast < 2; fast++)
+    for (int scaled = 0; scaled < 2; scaled++) {
+      keops_kernel_desc d = {.formula = scaled ? "Exp(c*x)*y" : "Exp(x)*y", .aliases = al,
+                             .n_aliases = 3, .axis = 1, .fast_math = fast};
+      keops_kernel *k = make(&d);
+      for (size_t ci = 0; ci < (scaled ? sizeof cs / sizeof *cs : 1); ci++) {
+        float c = (float)cs[ci];
+        void *args[3] = {x32, &y, &c}, *outs[1] = {out};
+        ck_assert_msg(gpu_run(k, n, 1, args, outs, 0, 0) == KEOPS_OK, "%s", keops_last_error());
+        for (int q = 0; q < n; q++) {
+          double a = scaled ? (double)c * x32[q] : x32[q], want = exp(a), got = out[q];
+          int huge_c = scaled && fabs((double)c) > 2.3e38;
+          double ulps = fast ? 2 + 1.17 * fabs(a) : 4 + (scaled ? 0.5 * fabs(a) : 0);
+          int ok = huge_c      ? isnan(got)
+                   : isnan(a)  ? isnan(got)
+                   : isinf(a) || want > FLT_MAX ? got == (float)want
+                   : fabs(got - want) <= ulps * 0x1p-23 * want + 0x1p-126;
+          ck_assert_msg(ok, "%sExp(%s%.9g) = %.9g, want %.9g (c = %g)", fast ? "fast_math " : "",
+                        scaled ? "c*" : "", (double)x32[q], got, want, (double)c);
+        }
+      }
+      keops_kernel_destroy(k);
+    }
+}
+END_TEST
+
 /* The documented float32 difference (README): the GPU flushes denormals, the CPU keeps them.
  * Sum_j [Sign(x_i), Exp(x_i)] * y_j with x = {1e-40, -1e-40, -100, 1}, y = 1 (3 j's): the GPU
  * reads the denormals as 0 (Sign 0, Exp 1) and Exp(-100) underflows to 0; the CPU gives
@@ -608,6 +655,7 @@ static int run_pass(const char *impl, int *checks) {
     if (!emulated) tcase_add_loop_test(ed, more_than_2_31_pairs, 0, 4);
     tcase_add_test(ed, devices_and_pointers);
     tcase_add_test(ed, float32_denormals);
+    tcase_add_test(ed, float32_exp_bounds);
     tcase_add_loop_test(ed, zero_formula_device_pointers, 0, 4);
     suite_add_tcase(s, ed);
   }

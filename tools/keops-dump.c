@@ -51,6 +51,7 @@ static const char usage_text[] =
     "  --k=K              K of KMin, ArgKMin, KMin_ArgKMin\n"
     "  --formula2=F       weight formula of LogSumExp, SumSoftMaxWeight, ...\n"
     "  --dtype=float32|float64   (default float32)\n"
+    "  --fast-math        fast_math = 1: float32 Exp on the GPU as ex2.approx alone\n"
     "  --help             this text\n"
     "\n"
     "Example:\n"
@@ -118,6 +119,7 @@ static int parse_args(int argc, char **argv, dump_opts *o) {
       {"formula2", required_argument, NULL, 'f'}, {"dtype", required_argument, NULL, 'd'},
       {"target", required_argument, NULL, 't'},   {"gpu-arch", required_argument, NULL, 'g'},
       {"ptx", required_argument, NULL, 'p'},      {"help", no_argument, NULL, 'h'},
+      {"fast-math", no_argument, NULL, 'F'},
       {NULL, 0, NULL, 0}};
   /* A formula that starts with '-' looks like a cluster of short options to getopt, whose
    * message would then blame the option before it: name it, and the way out. */
@@ -155,6 +157,7 @@ static int parse_args(int argc, char **argv, dump_opts *o) {
     case 't': o->target = optarg; break;
     case 'g': o->gpu_arch = optarg; break;
     case 'p': o->ptx = optarg; break;
+    case 'F': o->desc.fast_math = 1; break;
     case 'h': fputs(usage_text, stdout); return 0;
     default: return bad_usage("bad option '%s'", argv[optind - 1 < argc ? optind - 1 : argc - 1]);
     }
@@ -309,9 +312,9 @@ static int emit_simplified(const fe_program *p) {
          p->axis == 1 ? "i" : "j", p->axis == 1 ? "j" : "i",
          p->zero ? "; the formula is zero: no pair is evaluated" : "");
   static const char *const schemes[] = {"AUTO", "DIRECT", "BLOCK", "KAHAN"};
-  printf("%-10s dtype %s, sum scheme %s%s\n", "options:", dtype_name(p->dtype),
+  printf("%-10s dtype %s, sum scheme %s%s%s\n", "options:", dtype_name(p->dtype),
          (unsigned)p->scheme < 4 ? schemes[p->scheme] : "?",
-         p->double_acc ? ", float64 accumulation" : "");
+         p->double_acc ? ", float64 accumulation" : "", p->fast_math ? ", fast math" : "");
   print_inputs(p);
   print_outputs(p);
   if (print_owned("reduced:", dag_print(p->d, p->f, NULL, 0))) return 1;
