@@ -282,3 +282,11 @@ LLVMModuleRef gpu_build(LLVMContextRef C, const fe_program *p, const kt_target *
   }
   return m;
 }
+
+/* the j loop's unroll factor times rows per thread. For now a constant: 4 is what LLVM's
+ * unroller makes of small float32 loops (gauss3's: 4 MUFU.EX2 per iteration), one row per
+ * thread; larger and float64 loops (seed, gauss3 float64) it leaves at 1 pair per iteration. */
+int gpu_pairs_per_iteration(const fe_program *p) {
+  (void)p;
+  return 4;
+}
