@@ -316,3 +316,5 @@ int gpu_unroll(const fe_program *p) {
 int gpu_rows_per_thread(const fe_program *p) {
   return !kg_kheap(p) && p->state <= GPU_U2_STATE && kg_size(p) <= GPU_U2_SIZE ? 2 : 1;
 }
+
+int gpu_pairs_per_iteration(const fe_program *p) { return gpu_unroll(p) * gpu_rows_per_thread(p); }

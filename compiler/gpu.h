@@ -47,4 +47,8 @@ int gpu_unroll(const fe_program *p);
 LLVMModuleRef gpu_build(LLVMContextRef C, const fe_program *p, const kt_target *t,
                         const char *fname, kerr *e);
 
+/* The pairs (i, j) one iteration of gpu_build's j loop evaluates: the j loop's unroll factor
+ * times rows per thread (keops-bench divides the loop's SASS instructions by it). */
+int gpu_pairs_per_iteration(const fe_program *p);
+
 #endif

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include "keops.h"
 #include "testutil.h"
@@ -27,18 +26,8 @@ static result run_dump(const char *args, int want_stderr) {
   char cmd[4096];
   snprintf(cmd, sizeof cmd, "'%s' %s %s", KEOPS_DUMP, args,
            want_stderr ? "2>&1 >/dev/null" : "2>/dev/null");
-  FILE *f = popen(cmd, "r");
-  ck_assert_ptr_nonnull(f);
-  size_t len = 0, cap = 4096;
-  char *text = malloc(cap);
-  size_t got;
-  while ((got = fread(text + len, 1, cap - len - 1, f)) > 0) {
-    len += got;
-    if (cap - len < 2) text = realloc(text, cap *= 2);
-  }
-  text[len] = '\0';
-  int st = pclose(f);
-  result r = {WIFEXITED(st) ? WEXITSTATUS(st) : -1, text};
+  result r;
+  r.text = tu_command_output(cmd, &r.status);
   return r;
 }
 

@@ -1,7 +1,9 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 
 tu_rng tu_seed(uint64_t seed) {
   tu_rng r = {seed * 0x9E3779B97F4A7C15ull + 1};
@@ -76,6 +78,21 @@ double tu_max_rel_err(const double *a, const double *b, int64_t n) {
     if (fabs(b[k]) > den) den = fabs(b[k]);
   }
   return den > 0 ? num / den : num;
+}
+
+char *tu_command_output(const char *cmd, int *status) {
+  FILE *f = popen(cmd, "r");
+  ck_assert_msg(f != NULL, "popen(%s) failed", cmd);
+  size_t len = 0, cap = 4096, got;
+  char *text = malloc(cap);
+  while ((got = fread(text + len, 1, cap - len - 1, f)) > 0) {
+    len += got;
+    if (cap - len < 2) text = realloc(text, cap *= 2);
+  }
+  text[len] = '\0';
+  int st = pclose(f);
+  *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return text;
 }
 
 int tu_run(Suite *s, int fork) {

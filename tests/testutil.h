@@ -36,6 +36,10 @@ double tu_excess(const double *a, const double *b, int64_t n, double rtol, doubl
 /* Largest relative error max|a-b| / max|b| (0 if b is all zero and a equals it). */
 double tu_max_rel_err(const double *a, const double *b, int64_t n);
 
+/* Runs the shell command cmd and returns its standard output (caller frees); *status: its
+ * exit status, -1 if it did not exit. */
+char *tu_command_output(const char *cmd, int *status);
+
 /* Runs suite s (check's runner; fork = 0 keeps every test in this process) and returns the
  * number of failed tests. */
 int tu_run(Suite *s, int fork);

@@ -9,6 +9,10 @@
  * cases, scaled to all rows), the compile column the PTX generation time (kt_compile), and the
  * header adds the launch overhead of a cached kernel. Without a device the PTX generation times
  * are still printed (for sm_90, +ptx80), then the NO_DEVICE message, and the exit status is 1.
+ * Each GPU case also gets its static figure (tools/bench_static.c) when the CUDA toolkit's
+ * ptxas is found: registers and spills of keops_kernel, and with nvdisasm the SASS
+ * instructions per pair of its j loop and the throughput they project; for device 0's sm, or
+ * sm_90 (+ptx80) under the emulator (H100-shaped devices) or without a device.
  *
  * No timing is asserted anywhere: the tool measures and prints. Exit status: 0 when every
  * case ran and its results agree, 1 when a case failed or disagreed (the message on stderr
@@ -29,6 +33,7 @@
 
 #include "bench_baseline.h"
 #include "bench_cases.h"
+#include "bench_static.h"
 #include "gpu.h"
 #include "keops.h"
 #include "runtime.h"
@@ -242,6 +247,7 @@ typedef struct row {
   double t, t_base, compile; /* seconds; < 0: not measured */
   double err_base, err_ref;  /* < 0: not checked */
   int64_t rows, base_rows;   /* output rows; GPU: the rows the CPU baseline ran (scaled) */
+  char static_line[400];     /* GPU: the static figure (bench_static.h); "" if none */
   const char *status;
 } row;
 
@@ -317,6 +323,31 @@ static double ptx_time(const keops_kernel *k) {
   return bc_median(v, 3);
 }
 
+/* The PTX target of the static figure: device 0's, else sm_90 / +ptx80 (the emulator's
+ * devices are H100-shaped). */
+static void static_target(kt_target *t) {
+  if (bench_target.isa == &kt_nvptx)
+    *t = bench_target;
+  else
+    kt_set(t, &kt_nvptx, "sm_90", "+ptx80");
+}
+
+/* The static figure of k's kernel into buf (bench_static.c); never fails. */
+static void static_figure(const keops_kernel *k, char *buf, size_t n) {
+  kt_target t;
+  static_target(&t);
+  kerr e;
+  kerr_clear(&e);
+  size_t len;
+  const fe_program *p = rt_kernel_program(k);
+  char *ptx = kt_compile(p, &t, "keops_kernel", KC_ASM, &len, &e);
+  if (ptx)
+    bs_static_line(ptx, len, t.cpu, gpu_pairs_per_iteration(p), buf, n);
+  else
+    snprintf(buf, n, "static %s: PTX generation failed: %.200s", t.cpu, e.msg);
+  free(ptx);
+}
+
 /* Inputs of one case copied to device 0 once, and its output buffer. */
 typedef struct staged {
   unsigned long long in[MAXARGS], out;
@@ -382,6 +413,7 @@ static void run_case(const bcase *c, keops_dtype dt, const opts *o, int threads,
   res->reps = reps;
   res->t = res->t_base = res->compile = res->err_base = res->err_ref = -1;
   res->rows = res->base_rows = 0;
+  res->static_line[0] = 0;
   res->status = "ERROR";
   int gpu = o->backend == KEOPS_BACKEND_GPU;
   staged st_dev, *sd = NULL;
@@ -423,6 +455,7 @@ static void run_case(const bcase *c, keops_dtype dt, const opts *o, int threads,
   }
   if (o->backend == KEOPS_BACKEND_CPU) res->compile = bc_now() - t0;
   if (gpu && (res->compile = ptx_time(k)) < 0) goto done;
+  if (gpu) static_figure(k, res->static_line, sizeof res->static_line);
 
   bc_make_data(c, k, dt, M, N, &d);
   int64_t rows = r.desc.axis == 1 ? M : N;
@@ -680,7 +713,8 @@ static void measure_launch(keops_context *ctx, launch_costs *lc) {
   staged sd;
   kerr e;
   kerr_clear(&e);
-  int fail = 0, calls = 2000, staged_ok = 0;
+  /* the emulator's launches take milliseconds and are no GPU's: a few suffice */
+  int fail = 0, calls = gdev->image == RT_IMAGE_HOST_OBJECT ? 20 : 2000, staged_ok = 0;
   keops_run_options ro = {0};
   ro.backend = KEOPS_BACKEND_GPU;
   ro.device_pointers = 1;
@@ -726,6 +760,11 @@ static int ptx_only(const opts *o, keops_context *ctx) {
       char ts[32];
       bc_fmt_time(ts, sizeof ts, t);
       printf("%s  %-10s %-7s %s\n", o->csv ? "# " : "", bc_cases[c].name, dt ? "float64" : "float32", ts);
+      if (k) {
+        char sl[400];
+        static_figure(k, sl, sizeof sl);
+        printf("%s    %s\n", o->csv ? "# " : "", sl);
+      }
       failed |= t < 0;
       keops_kernel_destroy(k);
     }
@@ -752,6 +791,13 @@ static void print_info(const opts *o, const keops_context *ctx, int threads, con
            bench_target.isa->name, bench_target.cpu, bench_target.features,
            bench_target_is_device ? " (device 0)" : "",
            bench_target.isa == &kt_nvptx ? "PTX" : "emulated code");
+    kt_target st;
+    static_target(&st);
+    printf("%sstatic figure: ptxas -v and nvdisasm on keops_kernel's PTX for %s %s%s; SASS "
+           "instructions of the j loop (its innermost barrier-free loop) per pair, projected at "
+           "%.2g instructions/s\n", p, st.cpu, st.features,
+           bench_target.isa == &kt_nvptx ? " (device 0)" : " (the emulator's devices are H100-shaped)",
+           BS_ISSUE_RATE);
     printf("%sinputs: %s\n", p,
            o->devp ? "device pointers, staged once (cu_alloc + cu_htod); time = run + stream sync"
                    : "host arrays, copied in and out by every run");
@@ -802,6 +848,7 @@ static void print_row(const opts *o, const row *r, int threads) {
            (long long)r->M, (long long)r->N, dtype_name(r->dt), backend_name(o->backend), threads,
            r->reps, r->t, rate, r->compile, r->t_base, brate, ratio, r->err_base, r->err_ref,
            r->status);
+    if (r->static_line[0]) printf("# %s %s %s\n", r->name, dtype_name(r->dt), r->static_line);
     return;
   }
   char t[32], pr[32], cp[32], bt[32], bpr[32], rt[32], eb[32], er[32];
@@ -823,6 +870,7 @@ static void print_row(const opts *o, const row *r, int threads) {
   if (o->backend == KEOPS_BACKEND_GPU && r->base_rows > 0 && r->base_rows < r->rows)
     printf("  (baseline: the CPU backend on the first %lld of %lld rows, time scaled)\n",
            (long long)r->base_rows, (long long)r->rows);
+  if (r->static_line[0]) printf("  %s\n", r->static_line);
   fflush(stdout);
 }
 
