@@ -342,9 +342,10 @@ START_TEST(nan_inf) {
 }
 END_TEST
 
-/* Float32 Exp on the GPU (vmath.c's exp_ex2), one value per row (N = 1, y = 1), against exp
- * in double of the exact exponent, for Exp(x) and Exp(c*x) (c a parameter, folded into exp's
- * scaling: vm_exp_mul), by default and with fast_math. Relative bounds, in units of 2^-23 (a
+/* Float32 Exp on the GPU (vmath.c's exp_ex2), one value per row (N = 1, y = 0: the exponent
+ * is a pair's, computed in the j loop), against exp in double of the exact exponent, for
+ * Exp(x-y) and Exp(c*(x-y)) (c a parameter, folded into exp's scaling: vm_exp_mul), by
+ * default and with fast_math. Relative bounds, in units of 2^-23 (a
  * float ulp is 2^-24..2^-23 of the value): ex2.approx is within 2 ulp (the emulator's exp2f
  * within 1); by default Exp(x) adds a few roundings (4 in all), Exp(c*x) also the rounding of
  * c log2(e), |cx| 2^-24 as rounding c*x would; fast_math is CUDA's __expf bound,
@@ -360,11 +361,11 @@ START_TEST(float32_exp_bounds) {
   for (size_t q = 0; q < sizeof special / sizeof *special; q++) xs[n++] = special[q];
   const double cs[] = {1, -2.5, 1e-3, -3e38};
   const char *const al[] = {"x = Vi(1)", "y = Vj(1)", "c = Pm(1)"};
-  float x32[NX], y = 1, out[NX];
+  float x32[NX], y = 0, out[NX];
   for (int q = 0; q < n; q++) x32[q] = (float)xs[q];
   for (int fast = 0; fast < 2; fast++)
     for (int scaled = 0; scaled < 2; scaled++) {
-      keops_kernel_desc d = {.formula = scaled ? "Exp(c*x)*y" : "Exp(x)*y", .aliases = al,
+      keops_kernel_desc d = {.formula = scaled ? "Exp(c*(x-y))" : "Exp(x-y)", .aliases = al,
                              .n_aliases = 3, .axis = 1, .fast_math = fast};
       keops_kernel *k = make(&d);
       for (size_t ci = 0; ci < (scaled ? sizeof cs / sizeof *cs : 1); ci++) {

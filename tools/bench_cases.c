@@ -29,6 +29,7 @@ _Static_assert(sizeof bc_cases / sizeof *bc_cases == NCASES, "NCASES must count 
 
 const double GAMMA = 1.0, P_SEED = 0.5; /* the parameters g and p */
 int bc_knn_k = 10;
+int bc_fast_math = 0;
 
 void bc_make_request(const bcase *c, keops_dtype dt, request *r) {
   memset(r, 0, sizeof *r);
@@ -68,6 +69,7 @@ void bc_make_request(const bcase *c, keops_dtype dt, request *r) {
   d->aliases = r->alias_ptr;
   d->n_aliases = n;
   d->dtype = dt;
+  d->fast_math = bc_fast_math;
 }
 
 /* "Exp(-g*SqDist(x,y))*b [x = Vi(3), ...] Sum axis 1": what a failure report names. */

@@ -20,6 +20,7 @@ typedef struct bcase {
 
 enum { NCASES = 9, MAXARGS = 5, REF_ROWS = 8 };
 extern int bc_knn_k; /* K of the knn case (--k, default 10) */
+extern int bc_fast_math; /* keops_kernel_desc.fast_math of every case (--fast-math) */
 extern const bcase bc_cases[NCASES];
 extern const double GAMMA, P_SEED; /* the parameters g and p */
 

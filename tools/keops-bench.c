@@ -59,6 +59,7 @@ static const char usage_text[] =
     "  -M M, -N N         sizes for every case (default: each case's own)\n"
     "  --reps=R           timed runs per measurement (default 3 to 5; tiny 2000)\n"
     "  --k=K              K of the knn case (default 10; above 16 the kernel keeps heaps)\n"
+    "  --fast-math        kernels with fast_math = 1 (GPU float32 Exp as ex2.approx alone)\n"
     "  --target=T         CPU target: host (default, or KEOPS_TARGET), avx512, avx2, generic\n"
     "  --csv              machine-readable output (machine info as '#' lines)\n"
     "  --help             this text\n";
@@ -125,6 +126,7 @@ static int parse_args(int argc, char **argv, opts *o) {
                                             {"csv", no_argument, NULL, 'C'},
                                             {"k", required_argument, NULL, 'k'},
                                             {"device-pointers", no_argument, NULL, 'P'},
+                                            {"fast-math", no_argument, NULL, 'F'},
                                             {"help", no_argument, NULL, 'h'},
                                             {NULL, 0, NULL, 0}};
   memset(o, 0, sizeof *o);
@@ -139,6 +141,7 @@ static int parse_args(int argc, char **argv, opts *o) {
       if (parse_cases(optarg, o)) return bad_usage("unknown --case '%s'", optarg);
       any_case = 1;
       break;
+    case 'F': bc_fast_math = 1; break;
     case 'd':
       if (!strcmp(optarg, "float32") || !strcmp(optarg, "float64") || !strcmp(optarg, "both")) {
         o->dtypes[0] = strcmp(optarg, "float64") != 0;
