@@ -91,7 +91,8 @@ typedef struct keops_run_options { /* zero-initialise; NULL options mean all def
 KEOPS_API keops_status keops_context_create(keops_context **out);
 /* Releases the caller's handle to a context (NULL is fine); the handle must not be used
  * afterwards. Kernels still alive keep what they need (compiled code, worker threads, GPU
- * modules): the context's resources are freed with the last of its kernels. */
+ * modules, the device buffers GPU runs on host arrays reuse): the context's resources are
+ * freed with the last of its kernels. */
 KEOPS_API void keops_context_destroy(keops_context *ctx);
 
 /* Parses, checks, differentiates and simplifies desc and prepares a kernel for it.

@@ -102,6 +102,8 @@ void rt_context_fini(keops_context *ctx) {
 }
 
 keops_status rt_kernel_init(keops_kernel *k, kerr *e) {
+  atomic_init(&k->cpu, NULL);
+  for (int q = 0; q < RT_MAX_DEVICES; q++) atomic_init(&k->gpu[q], NULL);
   const kt_target *t = &k->ctx->target;
   size_t n = strlen(k->prog->key) + strlen(t->cpu) + strlen(t->features) + 128;
   if (!(k->cpu_key = malloc(n))) {
@@ -113,7 +115,6 @@ keops_status rt_kernel_init(keops_kernel *k, kerr *e) {
   snprintf(k->cpu_key, n, "%s|cpu=%s/%s/%016llx/u%d|keops=%s/%s|llvm=%s", k->prog->key,
            t->isa->name, t->cpu, (unsigned long long)h, t->isa->u, KEOPS_VERSION, KEOPS_BUILD_ID,
            KEOPS_LLVM_VERSION);
-  atomic_init(&k->cpu, NULL);
   return KEOPS_OK;
 }
 

@@ -95,6 +95,54 @@ static void *build_module(void *arg, kerr *e) {
   return c;
 }
 
+/* ---- scratch device memory for host-array runs ----------------------------------------------
+ *
+ * A run on host arrays needs device copies of its inputs, buffers for its outputs and, with a
+ * j-split, for the partial states. Allocating and freeing them on every run costs driver
+ * calls, and cuMemFree synchronises the whole device, so those runs take a scratch set from
+ * their device's free list instead and give it back after their final synchronisation. A set
+ * has one buffer per slot (input position, output, partial states), grown when a run needs
+ * more (freed and allocated again, at least 5/4 of the old size so that slowly growing sizes
+ * do not reallocate on every run), never shrunk while kept. One buffer per array rather than
+ * one for the whole run: the devices check every copy and kernel access against its
+ * allocation (the fake driver, the emulator), and a first run still gets buffers of exactly
+ * its sizes, so those checks keep catching a kernel that reads past an array's end.
+ *
+ * Bounds, so that a context does not pin device memory the user's other work needs: a set
+ * keeps at most SCRATCH_SET_BYTES (buffers beyond are freed when it is given back) and a
+ * device keeps at most SCRATCH_SETS idle sets (more concurrent runs allocate sets of their
+ * own, freed after their run): at most 256 MiB per context and device. A run whose arrays
+ * exceed 64 MiB copies them over PCIe (milliseconds) and usually computes for far longer, so
+ * allocating them again (tens of microseconds) costs it little; short runs on small arrays,
+ * whose time the driver calls dominate, are the ones the sets serve. */
+#define SCRATCH_SLOTS (FE_MAX_ARGS + 3) /* inputs by position, the outputs, the partial states */
+#define SCRATCH_OUT FE_MAX_ARGS
+#define SCRATCH_PARTIAL (FE_MAX_ARGS + 2)
+#define SCRATCH_SET_BYTES ((size_t)64 << 20)
+#define SCRATCH_SETS 4
+
+typedef struct rt_scratch {
+  rt_dptr ptr[SCRATCH_SLOTS];
+  size_t size[SCRATCH_SLOTS];
+  struct rt_scratch *next;
+} rt_scratch;
+
+/* What a run needs of a device, asked of the driver once per context and device: its
+ * properties and the code target they give; and its idle scratch sets (under ctx->lock). */
+struct rt_gpu_dev {
+  rt_device_info info;
+  kt_target t;
+  rt_scratch *idle;
+  int nidle;
+};
+
+/* Frees every buffer of s; the device current, nothing queued using them. */
+static void scratch_release(const rt_device *dev, rt_scratch *s) {
+  for (int q = 0; q < SCRATCH_SLOTS; q++)
+    if (s->ptr[q]) dev->free(s->ptr[q], NULL);
+  free(s);
+}
+
 void rt_gpu_unload(keops_context *ctx) {
   const rt_device *dev = ctx->dev;
   for (rt_gpu_code *c = ctx->gpu_code, *n; c; c = n) {
@@ -106,17 +154,25 @@ void rt_gpu_unload(keops_context *ctx) {
     free(c);
   }
   ctx->gpu_code = NULL;
-  for (int q = 0; q < RT_MAX_DEVICES; q++) free(ctx->gpu_devs[q]), ctx->gpu_devs[q] = NULL;
+  /* no run is in flight: every kernel holds the context, so this is its last reference */
+  for (int q = 0; q < RT_MAX_DEVICES; q++) {
+    rt_gpu_dev *d = ctx->gpu_devs[q];
+    if (!d) continue;
+    int in = d->idle && dev->enter(q, NULL) == KEOPS_OK;
+    for (rt_scratch *s = d->idle, *n; s; s = n) {
+      n = s->next;
+      if (in) /* a device lost to a fault keeps them; only a reset reclaims its memory */
+        scratch_release(dev, s);
+      else
+        free(s);
+    }
+    if (in) dev->leave();
+    free(d);
+    ctx->gpu_devs[q] = NULL;
+  }
 }
 
-/* What a run needs of a device, asked of the driver once per context and device: its
- * properties and the code target they give. */
-struct rt_gpu_dev {
-  rt_device_info info;
-  kt_target t;
-};
-
-static const rt_gpu_dev *gpu_dev(keops_context *ctx, int ordinal, kerr *e) {
+static rt_gpu_dev *gpu_dev(keops_context *ctx, int ordinal, kerr *e) {
   const rt_device *dev = ctx->dev;
   rt_gpu_dev *d = NULL;
   pthread_mutex_lock(&ctx->lock);
@@ -143,6 +199,8 @@ static const rt_gpu_dev *gpu_dev(keops_context *ctx, int ordinal, kerr *e) {
     return NULL;
   }
   *d = q;
+  d->idle = NULL;
+  d->nidle = 0;
   pthread_mutex_lock(&ctx->lock);
   if (ctx->gpu_devs[ordinal]) /* another thread was first: keep its copy */
     free(d), d = ctx->gpu_devs[ordinal];
@@ -157,6 +215,11 @@ static const rt_gpu_dev *gpu_dev(keops_context *ctx, int ordinal, kerr *e) {
  * cached. */
 static rt_gpu_code *gpu_code(keops_kernel *k, const rt_gpu_dev *gd, int here, kerr *e) {
   const rt_device_info *info = &gd->info;
+  /* The kernel remembers its code per device, so that a repeated run neither builds the key
+   * nor looks it up: the code lives until the context is destroyed, and the kernel holds its
+   * context. (gpu_dev refused ordinals beyond the array.) */
+  rt_gpu_code *c = here ? NULL : atomic_load_explicit(&k->gpu[info->ordinal], memory_order_acquire);
+  if (c) return c;
   build_ctx b = {k, info, gd->t, here};
   const rt_device *dev = k->ctx->dev;
   char suffix[96];
@@ -168,8 +231,9 @@ static rt_gpu_code *gpu_code(keops_kernel *k, const rt_gpu_dev *gd, int here, ke
     return NULL;
   }
   snprintf(key, n, "%s|gpu=%s%s%s", k->prog->key, b.t.cpu, b.t.features, suffix);
-  rt_gpu_code *c = here ? build_module(&b, e) : rt_cache_get(k->ctx->cache, key, build_module, &b, e);
+  c = here ? build_module(&b, e) : rt_cache_get(k->ctx->cache, key, build_module, &b, e);
   free(key);
+  if (c && !here) atomic_store_explicit(&k->gpu[info->ordinal], c, memory_order_release);
   return c;
 }
 
@@ -183,7 +247,6 @@ typedef struct run {
   int64_t rows, nred;
   int U; /* rows per thread (gpu_rows_per_thread) */
   rt_dptr in[FE_MAX_ARGS], out[2], partial;
-  int own_in[FE_MAX_ARGS], own_out[2];
   size_t es;
 } run;
 
@@ -266,21 +329,80 @@ static size_t out_bytes(const fe_program *p, int o, int64_t rows) {
   return (size_t)rows * (size_t)p->out_dim[o] * (p->out_dtype[o] == KEOPS_FLOAT32 ? 4 : 8);
 }
 
-/* Host arrays: device copies of the inputs, device buffers for the outputs. */
-static keops_status stage_in(run *r, int64_t M, int64_t N, const void *const *args, kerr *e) {
+/* Makes slot q of s hold at least bytes (the device current, s idle). */
+static keops_status scratch_fit(const rt_device *dev, rt_scratch *s, int q, size_t bytes, kerr *e) {
+  if (s->size[q] >= bytes) return KEOPS_OK;
+  size_t grown = s->size[q] + s->size[q] / 4;
+  if (s->ptr[q]) dev->free(s->ptr[q], NULL); /* a failed free leaves the memory to the driver */
+  s->ptr[q] = 0, s->size[q] = 0;
+  keops_status rc = KEOPS_ERROR_OUT_OF_MEMORY;
+  if (grown > bytes) rc = dev->alloc(grown, &s->ptr[q], NULL); /* no room to spare: exactly bytes */
+  if (rc == KEOPS_OK) bytes = grown;
+  else if ((rc = dev->alloc(bytes, &s->ptr[q], e))) return rc;
+  s->size[q] = bytes;
+  return KEOPS_OK;
+}
+
+/* An idle scratch set of gd whose slots hold need[] (bytes per slot) if there is one, else
+ * the one given back last (it will grow), else a new one; NULL when out of memory. */
+static rt_scratch *scratch_take(keops_context *ctx, rt_gpu_dev *gd, const size_t *need) {
+  rt_scratch *s = NULL, **at = NULL;
+  pthread_mutex_lock(&ctx->lock);
+  for (rt_scratch **p = &gd->idle; *p && !at; p = &(*p)->next) {
+    int q = 0;
+    while (q < SCRATCH_SLOTS && (*p)->size[q] >= need[q]) q++;
+    if (q == SCRATCH_SLOTS) at = p;
+  }
+  if (!at && gd->idle) at = &gd->idle;
+  if (at) s = *at, *at = s->next, gd->nidle--;
+  pthread_mutex_unlock(&ctx->lock);
+  return s ? s : calloc(1, sizeof *s);
+}
+
+/* Gives s back after its run: an idle set (nothing queued uses it) is kept within the bounds
+ * above; one the stream may still use (waiting for it failed) is freed, never reused. The
+ * device current. */
+static void scratch_give(keops_context *ctx, rt_gpu_dev *gd, const rt_device *dev, rt_scratch *s, int idle) {
+  if (idle) {
+    size_t kept = 0;
+    for (int q = 0; q < SCRATCH_SLOTS; q++)
+      if (s->size[q] && kept + s->size[q] > SCRATCH_SET_BYTES)
+        dev->free(s->ptr[q], NULL), s->ptr[q] = 0, s->size[q] = 0;
+      else
+        kept += s->size[q];
+    pthread_mutex_lock(&ctx->lock);
+    if (gd->nidle < SCRATCH_SETS) s->next = gd->idle, gd->idle = s, gd->nidle++, s = NULL;
+    pthread_mutex_unlock(&ctx->lock);
+  }
+  if (s) scratch_release(dev, s);
+}
+
+/* Host arrays: the bytes each scratch slot needs (inputs, outputs, partial states of nsplit
+ * slices), into need[SCRATCH_SLOTS]. */
+static void scratch_need(const run *r, int64_t M, int64_t N, unsigned nsplit, size_t *need) {
+  const fe_program *p = r->p;
+  memset(need, 0, SCRATCH_SLOTS * sizeof *need);
+  for (int pos = 0; pos < p->args.n; pos++)
+    need[pos] = (size_t)arg_rows(p, pos, M, N) * (size_t)p->args.dim[pos] * r->es;
+  for (int o = 0; o < p->nout; o++) need[SCRATCH_OUT + o] = out_bytes(p, o, r->rows);
+  if (nsplit > 1) need[SCRATCH_PARTIAL] = sizeof(double) * nsplit * (size_t)r->rows * (size_t)p->state;
+}
+
+/* Host arrays: device copies of the inputs, device buffers for the outputs and partial
+ * states, in the slots of s. */
+static keops_status stage_in(run *r, rt_scratch *s, const size_t *need, const void *const *args, kerr *e) {
   const fe_program *p = r->p;
   for (int pos = 0; pos < p->args.n; pos++) {
-    size_t bytes = (size_t)arg_rows(p, pos, M, N) * (size_t)p->args.dim[pos] * r->es;
-    if (!bytes) continue;
-    if (r->dev->alloc(bytes, &r->in[pos], e)) return e->status;
-    r->own_in[pos] = 1;
-    if (r->dev->htod(r->in[pos], args[pos], bytes, r->stream, e)) return e->status;
+    if (!need[pos]) continue;
+    if (scratch_fit(r->dev, s, pos, need[pos], e)) return e->status;
+    r->in[pos] = s->ptr[pos];
+    if (r->dev->htod(r->in[pos], args[pos], need[pos], r->stream, e)) return e->status;
   }
-  for (int o = 0; o < p->nout; o++) {
-    size_t bytes = out_bytes(p, o, r->rows);
-    if (!bytes) continue;
-    if (r->dev->alloc(bytes, &r->out[o], e)) return e->status;
-    r->own_out[o] = 1;
+  for (int q = SCRATCH_OUT; q <= SCRATCH_PARTIAL; q++) {
+    if (!need[q]) continue;
+    if (scratch_fit(r->dev, s, q, need[q], e)) return e->status;
+    if (q == SCRATCH_PARTIAL) r->partial = s->ptr[q];
+    else r->out[q - SCRATCH_OUT] = s->ptr[q];
   }
   return KEOPS_OK;
 }
@@ -313,7 +435,7 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
                         void *const *outs, const keops_run_options *o, kerr *e) {
   const fe_program *p = k->prog;
   const rt_device *dev = k->ctx->dev;
-  const rt_gpu_dev *gd = gpu_dev(k->ctx, o->device_id, e);
+  rt_gpu_dev *gd = gpu_dev(k->ctx, o->device_id, e);
   if (!gd) return e->status;
   rt_device_info info = gd->info;
   int devp = o->device_pointers != 0, here = 0;
@@ -350,14 +472,14 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
   r.U = gpu_rows_per_thread(p);
   r.es = p->dtype == KEOPS_FLOAT32 ? 4 : 8;
   keops_status rc = KEOPS_OK;
+  rt_scratch *s = NULL;
   if (devp) {
     rc = check_device_pointers(dev, p, args, outs, info.ordinal, e);
     for (int pos = 0; pos < p->args.n; pos++) r.in[pos] = (rt_dptr)(uintptr_t)args[pos];
     for (int q = 0; q < p->nout; q++) r.out[q] = (rt_dptr)(uintptr_t)outs[q];
-  } else if (r.rows) {
-    rc = stage_in(&r, M, N, args, e);
   }
   if (rc == KEOPS_OK && r.rows) {
+    /* the launch's shape first: a host-array run's scratch set holds the partial states too */
     unsigned shared, bs = block_size(p, &info, c->fn_threads, r.es, &shared);
     if (c->fn_threads < 32) {
       rc = KEOPS_ERROR_UNSUPPORTED;
@@ -373,7 +495,16 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
     int64_t want = 4 * (int64_t)info.sm_count;
     unsigned nslice = rc == KEOPS_OK ? slice_count(&r, bs, want, &shared) : 1;
     unsigned nsplit = rc == KEOPS_OK ? split_count(&r, bs, bs / nslice * r.U, want) : 1;
-    if (rc == KEOPS_OK && nsplit > 1) {
+    if (rc == KEOPS_OK && !devp) {
+      size_t need[SCRATCH_SLOTS];
+      scratch_need(&r, M, N, nsplit, need);
+      if (!(s = scratch_take(k->ctx, gd, need))) {
+        rc = KEOPS_ERROR_OUT_OF_MEMORY;
+        kerr_set(e, rc, "out of memory");
+      } else {
+        rc = stage_in(&r, s, need, args, e);
+      }
+    } else if (rc == KEOPS_OK && nsplit > 1) {
       rc = dev->alloc(sizeof(double) * nsplit * (size_t)r.rows * (size_t)p->state, &r.partial, e);
     }
     if (rc == KEOPS_OK) rc = launch(&r, c, bs, shared, nslice, nsplit, e);
@@ -383,16 +514,17 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
         if (out_bytes(p, q, r.rows)) rc = dev->dtoh(outs[q], r.out[q], out_bytes(p, q, r.rows), r.stream, e);
     if (rc == KEOPS_OK && !devp) rc = dev->sync(r.stream, e);
   }
-  /* the stream may still use the buffers (device pointers, or after an error), or the module */
-  if (rc != KEOPS_OK || r.partial || here) {
+  /* The stream may still use the buffers (after an error, or device pointers' partial states)
+   * or the module: wait for it. Scratch memory whose stream could not be waited for is not
+   * reused. */
+  int idle = 1;
+  if (rc != KEOPS_OK || (r.partial && !s) || here) {
     keops_status sr = dev->sync(r.stream, rc == KEOPS_OK && here ? e : NULL);
     if (rc == KEOPS_OK && here) rc = sr;
+    idle = sr == KEOPS_OK;
   }
-  for (int pos = 0; pos < p->args.n; pos++)
-    if (r.own_in[pos]) dev->free(r.in[pos], NULL);
-  for (int q = 0; q < p->nout; q++)
-    if (r.own_out[q]) dev->free(r.out[q], NULL);
-  if (r.partial) dev->free(r.partial, NULL);
+  if (s) scratch_give(k->ctx, gd, dev, s, idle);
+  else if (r.partial) dev->free(r.partial, NULL);
   if (here) {
     dev->module_unload(c->module, NULL);
     free(c);

@@ -40,13 +40,16 @@ struct keops_context {
   atomic_int refs;            /* the user's handle + one per kernel: freed at zero */
 };
 
-/* Immutable after keops_kernel_create apart from the compiled code pointer, which is set
- * once (atomically) on the first CPU run, so keops_kernel_run may run it concurrently. */
+/* Immutable after keops_kernel_create apart from the compiled code pointers, each set once
+ * (atomically) on the first run that needs it, so keops_kernel_run may run it concurrently. */
 struct keops_kernel {
   keops_context *ctx;
   fe_program *prog;
   char *cpu_key; /* cache key: program key + target + versions */
   _Atomic(const cpu_code *) cpu; /* owned by the context's cache */
+  /* gpu_run.c: the code loaded for each device, set on the first run there (the context's,
+   * unloaded with it), so that later runs skip the key and the cache lookup */
+  _Atomic(struct rt_gpu_code *) gpu[RT_MAX_DEVICES];
 };
 
 /* context.c */

@@ -157,8 +157,17 @@ CUresult fk_need_ctx(fk_ctx **out) {
   return c->sticky;
 }
 
+/* fakecuda_hold: the entry and countdown of the call to stop, and whether one waits now. */
+static char hold_entry[64];
+static int hold_nth, holding;
+static pthread_cond_t hold_cv = PTHREAD_COND_INITIALIZER;
+
 CUresult fk_begin(const char *name, int need_init) {
   configure();
+  if (hold_nth && !strcmp(hold_entry, name) && --hold_nth == 0) {
+    holding = 1; /* waits without fk.lock, so that other threads' calls go on */
+    while (holding) pthread_cond_wait(&hold_cv, &fk.lock);
+  }
   all_calls++;
   int i = 0;
   while (i < (int)(sizeof counts / sizeof *counts) && counts[i].entry[0] && strcmp(counts[i].entry, name)) i++;
@@ -451,6 +460,28 @@ FK_EXPORT void fakecuda_clear_failures(void) {
   pthread_mutex_lock(&fk.lock);
   configure();
   nrules = 0;
+  pthread_mutex_unlock(&fk.lock);
+}
+
+FK_EXPORT void fakecuda_hold(const char *entry, int nth) {
+  pthread_mutex_lock(&fk.lock);
+  snprintf(hold_entry, sizeof hold_entry, "%s", entry);
+  hold_nth = nth > 0 ? nth : 1;
+  pthread_mutex_unlock(&fk.lock);
+}
+
+FK_EXPORT int fakecuda_held(void) {
+  pthread_mutex_lock(&fk.lock);
+  int h = holding;
+  pthread_mutex_unlock(&fk.lock);
+  return h;
+}
+
+FK_EXPORT void fakecuda_release(void) {
+  pthread_mutex_lock(&fk.lock);
+  holding = 0;
+  hold_nth = 0;
+  pthread_cond_broadcast(&hold_cv);
   pthread_mutex_unlock(&fk.lock);
 }
 

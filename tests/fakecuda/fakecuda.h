@@ -65,6 +65,9 @@ typedef long (*fakecuda_calls_fn)(const char *entry);
 typedef void (*fakecuda_live_fn)(fakecuda_live *out);
 typedef const char *(*fakecuda_last_fault_fn)(void);
 typedef void (*fakecuda_set_kernel_regs_fn)(int regs);
+typedef void (*fakecuda_hold_fn)(const char *entry, int nth);
+typedef int (*fakecuda_held_fn)(void);
+typedef void (*fakecuda_release_fn)(void);
 
 /* count devices (0..16) of the default kind (9.0, 132 SMs, 1024 threads, 48/227 KiB shared,
  * 65536 registers, 1 GiB) and the driver version (12080 = CUDA 12.8); -1 on bad values. */
@@ -80,5 +83,12 @@ long fakecuda_calls(const char *entry); /* calls so far; NULL: all entry points 
 void fakecuda_get_live(fakecuda_live *out);
 const char *fakecuda_last_fault(void); /* the emulator's message of the last kernel fault */
 void fakecuda_set_kernel_regs(int regs); /* registers per thread a kernel reports (default 32) */
+/* The nth call from now (nth >= 1) of entry point `entry` waits at its start, before doing
+ * anything, until fakecuda_release(): a test stops a run in the middle to run another
+ * meanwhile. fakecuda_held() says whether a call waits now; release also cancels a hold not
+ * reached yet. */
+void fakecuda_hold(const char *entry, int nth);
+int fakecuda_held(void);
+void fakecuda_release(void);
 
 #endif
