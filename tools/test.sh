@@ -5,7 +5,8 @@
 # (only those are built there, to keep CI short); then the libFuzzer harness (clang-19,
 # build-fuzz/) for KEOPS_FUZZ_SECONDS (default 60; 0 skips it) over tests/fuzz/corpus. Ends
 # with one summary line; the exit status is 0 only when everything passed. Safe to run again
-# (incremental).
+# (incremental). After the Release tests, the consumer projects of tests/consumers/ build
+# against build/'s installed tree; `tools/test.sh --consumers` runs that step alone.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source tools/common.sh
@@ -64,6 +65,47 @@ tsan_prefix() {
   [ "$ok" -eq 1 ] && printf '%s' "$prefix"
 }
 
+# Installs build/ into build/consumers/prefix and builds and runs, against it, the consumer
+# projects of tests/consumers/: a C program through pkg-config, a C++17 project through
+# find_package(keops 0.2 CONFIG) (shared and static), and one through add_subdirectory (which
+# compiles the library once more, in Release). Each checks a small Gaussian sum against a loop.
+consumer_tests() {
+  local dir=$PWD/build/consumers prefix=$PWD/build/consumers/prefix
+  rm -rf "$dir"
+  mkdir -p "$dir/c-pkgconfig"
+  cmake --install build --prefix "$prefix" >"$dir/install.log"
+  export KEOPS_CACHE_DIR=off
+  # shellcheck disable=SC2046 # pkg-config's output is a list of arguments
+  cc -std=c11 -O2 -Wall -Wextra -Werror -Itests/consumers -o "$dir/c-pkgconfig/consumer" \
+    tests/consumers/c-pkgconfig/main.c \
+    $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs keops) -lm
+  LD_LIBRARY_PATH="$prefix/lib" "$dir/c-pkgconfig/consumer"
+  cmake -S tests/consumers/cxx-cmake -B "$dir/cxx-cmake" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_PREFIX_PATH="$prefix" >"$dir/cxx-cmake.log"
+  keops_build "$dir/cxx-cmake" >>"$dir/cxx-cmake.log"
+  "$dir/cxx-cmake/consumer" cxx-cmake
+  "$dir/cxx-cmake/consumer_static" cxx-cmake-static
+  cmake -S tests/consumers/subdir -B "$dir/subdir" -DCMAKE_BUILD_TYPE=Release \
+    -DKEOPS_SOURCE_DIR="$PWD" >"$dir/subdir.log"
+  keops_build "$dir/subdir" >>"$dir/subdir.log"
+  "$dir/subdir/consumer" subdir
+  unset KEOPS_CACHE_DIR
+}
+
+# tools/test.sh --consumers: the Release build and the consumer step alone.
+if [ "${1:-}" = --consumers ]; then
+  step="Release build (build/)"
+  keops_install_packages
+  keops_configure build -DCMAKE_BUILD_TYPE=Release
+  keops_build build
+  step="consumer projects"
+  keops_log "$step"
+  consumer_tests
+  step="done"
+  echo "test.sh: PASS (consumer projects)"
+  exit 0
+fi
+
 fuzz_secs=${KEOPS_FUZZ_SECONDS:-60}
 step="installing packages"
 [ "$fuzz_secs" -eq 0 ] || KEOPS_PACKAGES+=("${KEOPS_FUZZ_PACKAGES[@]}")
@@ -76,6 +118,9 @@ keops_build build
 step="Release tests"
 keops_log "$step"
 run_tests build release_count
+step="consumer projects"
+keops_log "$step (install, pkg-config, find_package, add_subdirectory)"
+consumer_tests
 
 step="ASan+UBSan build (build-asan/)"
 keops_log "$step"
@@ -155,5 +200,5 @@ fi
 step="done"
 leak_note=""
 [ "$leaks" -eq 1 ] || leak_note=", leak checks off"
-echo "test.sh: PASS ($release_count tests in Release, $asan_count under ASan+UBSan$leak_note," \
+echo "test.sh: PASS ($release_count tests in Release, 4 consumer programs, $asan_count under ASan+UBSan$leak_note," \
   "$tsan_count under TSan$fuzz_note)"
