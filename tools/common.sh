@@ -10,6 +10,10 @@ KEOPS_PACKAGES=(cmake gcc libc6-dev make pkg-config llvm-19-dev check libzstd-de
 # libraries (libFuzzer, ASan, UBSan), from the same Debian 12 LLVM 19 packages.
 # shellcheck disable=SC2034 # used by tools/test.sh
 KEOPS_FUZZ_PACKAGES=(clang-19 libclang-rt-19-dev)
+# What tools/test.sh's consumer projects add: a C++ compiler (tests/consumers/ holds C++17
+# projects; the library itself is C).
+# shellcheck disable=SC2034 # used by tools/test.sh
+KEOPS_CONSUMER_PACKAGES=(g++)
 
 keops_log() { printf '==> %s\n' "$*"; }
 

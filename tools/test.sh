@@ -93,6 +93,7 @@ consumer_tests() {
 }
 
 # tools/test.sh --consumers: the Release build and the consumer step alone.
+KEOPS_PACKAGES+=("${KEOPS_CONSUMER_PACKAGES[@]}")
 if [ "${1:-}" = --consumers ]; then
   step="Release build (build/)"
   keops_install_packages
