@@ -386,7 +386,10 @@ static void build_scases(void) {
     const char *op, *params;
   } params[] = {{"Pow", "3"}, {"Pow", "-2"}, {"Round", "2"}, {"Round", "0"}, {"ClampInt", "-1,1"}};
   static const char *const st[] = {"Max(x)", "Min(x)", "ArgMax(x)", "ArgMin(x)", "Normalize(x)",
-                                   "Norm2(x)", "OneHot(Elem(x,0),4)"};
+                                   "Norm2(x)", "OneHot(Elem(x,0),4)",
+                                   /* constant half-integer exponents: sqrt, not pow */
+                                   "Powf(x,RatCst(-3,2))", "Powf(x,RatCst(1,2))", "Powf(x,RatCst(-1,2))",
+                                   "Powf(x,RatCst(5,2))"};
   for (int op = 0; op < OP_COUNT; op++) {
     if (dag_ops[op].kind != K_EW) continue;
     const char *sig = dag_ops[op].sig;
@@ -460,6 +463,41 @@ START_TEST(special_values) {
   for (int a = 0; a < nargs; a++) free(v[a]), free(args[a]);
   free(args[nargs]);
   keops_kernel_destroy(k);
+}
+END_TEST
+
+/* Powf(x, k/2) for odd k, lowered to sqrt, divisions and products (lower.c, lower_half_pow),
+ * on 2000 x log-uniform in [1e-2, 1e2] (results normal in both dtypes) against pow in double:
+ * each of its roundings adds at most 0.5 ulp (<= u of the value), about m + 2 of them with
+ * m = (|k| - 1) / 2, so (m + 2) 2u |want| with margin, against pow's 2 ulp (4u). */
+START_TEST(half_powers) {
+  static const int ks[] = {-15, -5, -3, -1, 1, 3, 5, 15};
+  keops_dtype dt = _i ? KEOPS_FLOAT64 : KEOPS_FLOAT32;
+  double u = dt == KEOPS_FLOAT32 ? 0x1p-24 : 0x1p-53;
+  enum { M = 2000 };
+  double x[M], zero = 0;
+  for (int i = 0; i < M; i++) x[i] = pow(10.0, -2 + 4.0 * i / (M - 1));
+  void *xa = tu_to_dtype(x, M, dt), *ya = tu_to_dtype(&zero, 1, dt);
+  for (size_t q = 0; q < sizeof ks / sizeof *ks; q++) {
+    char f[64];
+    snprintf(f, sizeof f, "Powf(x-y,RatCst(%d,2))", ks[q]);
+    const char *const al[] = {"x = Vi(1)", "y = Vj(1)"};
+    keops_kernel_desc d = {.formula = f, .aliases = al, .n_aliases = 2, .axis = 1, .dtype = dt};
+    keops_kernel *k = NULL;
+    ck_assert_msg(keops_kernel_create(ctxs[0], &d, &k) == KEOPS_OK, "%s", keops_last_error());
+    outs o = outs_new(k, M);
+    void *args[2] = {xa, ya};
+    run(k, KEOPS_BACKEND_CPU, M, 1, args, &o, 0, f);
+    int m = (abs(ks[q]) - 1) / 2;
+    for (int i = 0; i < M; i++) {
+      double xi = tu_get(xa, dt, i), want = pow(xi, ks[q] / 2.0), got = tu_get(o.o[0], dt, i);
+      ck_assert_msg(fabs(got - want) <= (m + 2) * 2 * u * want, "%s, %s, x = %.17g: %.17g, want %.17g",
+                    f, dt_name(dt), xi, got, want);
+    }
+    outs_free(&o);
+    keops_kernel_destroy(k);
+  }
+  free(xa), free(ya);
 }
 END_TEST
 
@@ -647,6 +685,7 @@ int main(void) {
   tcase_add_loop_test(tc, nan_inf, 0, NSEL);
   tcase_add_loop_test(tc, special_values, 0, n_scases * 2 * NTARGET);
   tcase_add_loop_test(tc, ties, 0, 2 * NTARGET);
+  tcase_add_loop_test(tc, half_powers, 0, 2);
   tcase_add_loop_test(tc, more_than_2_31_pairs, 0, 2);
   tcase_add_loop_test(tc, one_vs_two_threads, 0, NSEL);
   tcase_add_loop_test(tc, concurrent_runs, 0, 2);
