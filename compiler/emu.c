@@ -62,6 +62,29 @@ static uint64_t bytes_of(LLVMTypeRef t) {
   }
 }
 
+/* Where an address comes from, through GEPs, phis and selects (the pair loop walks the tile
+ * with a phi): EMU_SHARED for the block's shared memory (the load marked keops.shared),
+ * EMU_GLOBAL for a kernel argument other than the thread state; 0 for neither (allocas). */
+enum { EMU_SHARED = 1, EMU_GLOBAL = 2 };
+#define EMU_MAX_PHIS 32
+static int origin(kb *K, LLVMValueRef v, LLVMValueRef *seen, int *nseen) {
+  while (LLVMIsAGetElementPtrInst(v)) v = LLVMGetOperand(v, 0);
+  if (LLVMIsALoadInst(v)) return LLVMGetMetadata(v, shared_mark(K->L.C)) ? EMU_SHARED : 0;
+  if (LLVMIsAArgument(v)) return v == K->gstate ? 0 : EMU_GLOBAL;
+  int phi = LLVMIsAPHINode(v) != NULL;
+  if (!phi && !LLVMIsASelectInst(v)) return 0;
+  for (int q = 0; q < *nseen; q++)
+    if (seen[q] == v) return 0;
+  /* more phis than gpu.c makes: check the access as global memory, never skip it */
+  if (*nseen == EMU_MAX_PHIS) return EMU_GLOBAL;
+  seen[(*nseen)++] = v;
+  int r = 0;
+  unsigned n = phi ? LLVMCountIncoming(v) : 2;
+  for (unsigned q = 0; q < n; q++)
+    r |= origin(K, phi ? LLVMGetIncomingValue(v, q) : LLVMGetOperand(v, q + 1), seen, nseen);
+  return r;
+}
+
 /* Before each load and store through a kernel argument (global memory) or the shared
  * pointer: access(t, addr, bytes, kind). Other memory (the state and heaps, allocas) is the
  * thread's own. */
@@ -73,10 +96,9 @@ static void instrument(kb *K, LLVMValueRef fn) {
     for (LLVMValueRef in = LLVMGetFirstInstruction(bb); in; in = LLVMGetNextInstruction(in)) {
       int store = LLVMIsAStoreInst(in) != NULL;
       if (!store && !LLVMIsALoadInst(in)) continue;
-      LLVMValueRef ptr = LLVMGetOperand(in, store ? 1 : 0), base = ptr;
-      while (LLVMIsAGetElementPtrInst(base)) base = LLVMGetOperand(base, 0);
-      int sh = LLVMIsALoadInst(base) && LLVMGetMetadata(base, shared_mark(C));
-      if (!sh && (!LLVMIsAArgument(base) || base == K->gstate)) continue;
+      LLVMValueRef ptr = LLVMGetOperand(in, store ? 1 : 0), seen[EMU_MAX_PHIS];
+      int nseen = 0, from = origin(K, ptr, seen, &nseen), sh = (from & EMU_SHARED) != 0;
+      if (!from) continue;
       LLVMTypeRef t = LLVMTypeOf(store ? LLVMGetOperand(in, 0) : in);
       LLVMPositionBuilderBefore(B, in);
       LLVMValueRef args[4] = {K->gstate, ptr, LLVMConstInt(K->i64, bytes_of(t), 0),

@@ -243,17 +243,19 @@ START_TEST(float32_flushes_denormals) {
 }
 END_TEST
 
-/* p compiled for kt_gpuemu on this host: an object file (caller frees) of *len bytes. */
-static char *emu_object(const fe_program *p, size_t *len) {
+/* p compiled for kt_gpuemu on this host (caller frees): an object file of *len bytes, or
+ * with KC_IR the instrumented IR as text. */
+static char *emu_compile(const fe_program *p, kc_out out, size_t *len) {
   kerr e;
   kerr_clear(&e);
   kt_target host, t;
   ck_assert(!kt_pick(&host, "host", &e));
   kt_set(&t, &kt_gpuemu, host.cpu, host.features);
-  char *obj = kt_compile(p, &t, "keops_kernel", KC_OBJ, len, &e);
+  char *obj = kt_compile(p, &t, "keops_kernel", out, len, &e);
   ck_assert_msg(obj, "%s", e.msg);
   return obj;
 }
+#define emu_object(p, len) emu_compile(p, KC_OBJ, len)
 
 /* ---- kt_gpuemu's code -------------------------------------------------------------------------- */
 
@@ -265,6 +267,15 @@ START_TEST(generated_code_is_checked) {
   fe_program *p = fe_build(&d, &e);
   ck_assert_msg(p, "%s", e.msg);
   size_t len;
+  /* every read of the tile is checked, also through the pair loop's pointer phi: the float
+   * loads of shared memory (4 bytes, KT_EMU_LOAD | KT_EMU_SHARED; the merge's are doubles)
+   * are the j-variables' components, each read once per j */
+  char *ir = emu_compile(p, KC_IR, &len), tile_load[32];
+  snprintf(tile_load, sizeof tile_load, ", i64 4, i32 %d)", KT_EMU_LOAD | KT_EMU_SHARED);
+  int nload = 0;
+  for (const char *at = ir; (at = strstr(at, tile_load)); at++) nload++;
+  ck_assert_int_eq(nload, p->red_width);
+  free(ir);
   char *obj = emu_object(p, &len);
   rt_emu_module *m;
   kerr_clear(&e); /* not an object file: refused when loaded, not at the first lookup */
