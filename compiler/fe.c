@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kgen.h"
 #include "red.h"
 
 #define FE_MAX_K 100000
@@ -86,6 +87,10 @@ static int derive_facts(fe_program *p, kerr *e) {
   /* the Sum family is not weighted: f is F, and the axis swap keeps a Zero a Zero */
   p->zero = r->family == RF_SUM && dag_is_zero(p->d, p->f);
   p->state = (int)red_layout_doubles(r->fam->layout(p->fdim, p->k, p->scheme));
+  if ((p->size = kg_size(p)) == INT64_MAX) {
+    kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory");
+    return -1;
+  }
   p->weights = r->fam->weighted ? p->fdim - 1 : 0;
   p->red_width = 0;
   for (int pos = 0; pos < p->args.n; pos++) {
@@ -149,7 +154,7 @@ fe_program *fe_build(const keops_kernel_desc *desc, kerr *e) {
   p->axis = desc->axis;
   p->dtype = desc->dtype;
   p->double_acc = red->fam->sum_type && desc->double_accumulator && desc->dtype == KEOPS_FLOAT32;
-  p->fast_math = desc->fast_math;
+  p->fast_math = desc->fast_math && desc->dtype == KEOPS_FLOAT32; /* float64 ignores it: one key */
   p->scheme = desc->sum_scheme != KEOPS_SUM_AUTO ? desc->sum_scheme
               : red->fam->sum_type               ? KEOPS_SUM_BLOCK
                                                  : KEOPS_SUM_DIRECT;
@@ -290,6 +295,7 @@ static int read_options(fe_program *p, const char *s, kerr *e) {
   if (check_desc(&desc, red, e)) return -1;
   if (dacc && !(red->fam->sum_type && dtype == KEOPS_FLOAT32))
     return key_fail(e, "dacc=1 outside float32 sums");
+  if (fast && dtype != KEOPS_FLOAT32) return key_fail(e, "fast=1 outside float32");
   p->red = red;
   p->axis = axis;
   p->k = k;

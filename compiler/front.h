@@ -120,7 +120,7 @@ typedef struct fe_program {
   keops_dtype dtype;
   keops_sum_scheme scheme; /* AUTO resolved to BLOCK for sum-type reductions, else DIRECT */
   int double_acc;
-  int fast_math;     /* keops_kernel_desc.fast_math */
+  int fast_math;     /* keops_kernel_desc.fast_math, for float32 (else 0) */
   int zero;          /* Sum of a formula that simplified to Zero: fill, evaluate nothing */
   fe_args args;      /* positions as the user passes them (user categories) */
   int nout;
@@ -131,6 +131,8 @@ typedef struct fe_program {
   int role[FE_MAX_ARGS]; /* FE_* of each position */
   int red_width;     /* values of the FE_RED arguments per reduced index (the GPU's tile row) */
   int state;         /* doubles in one row's reduction state (red.c's layout) */
+  int64_t size;      /* kg_size: the kernel's size, which the JIT's limit and the GPU's rows
+                        per thread and unrolling read (computed once: they must agree) */
   int weights;       /* LSE family: the weights after F in f (fdim - 1); else 0 */
   char *key;         /* canonical text: formula(s), reduction, axis, k, dtype, options */
 } fe_program;

@@ -308,13 +308,13 @@ LLVMModuleRef gpu_build(LLVMContextRef C, const fe_program *p, const kt_target *
 }
 
 int gpu_unroll(const fe_program *p) {
-  int64_t n = GPU_UNROLL_SIZE / (kg_size(p) * gpu_rows_per_thread(p)), u = 1;
+  int64_t n = GPU_UNROLL_SIZE / (p->size * gpu_rows_per_thread(p)), u = 1;
   while (u * 2 <= n && u < 8) u *= 2;
   return (int)u;
 }
 
 int gpu_rows_per_thread(const fe_program *p) {
-  return !kg_kheap(p) && p->state <= GPU_U2_STATE && kg_size(p) <= GPU_U2_SIZE ? 2 : 1;
+  return !kg_kheap(p) && p->state <= GPU_U2_STATE && p->size <= GPU_U2_SIZE ? 2 : 1;
 }
 
 int gpu_pairs_per_iteration(const fe_program *p) { return gpu_unroll(p) * gpu_rows_per_thread(p); }

@@ -206,7 +206,7 @@ int64_t kg_size(const fe_program *p) {
 }
 
 int kg_check_size(const fe_program *p, kerr *e) {
-  int64_t size = kg_size(p);
+  int64_t size = p->size;
   if (size <= KG_MAX_SIZE) return 0;
   kerr_set(e, KEOPS_ERROR_UNSUPPORTED,
            "the formula is too large for the JIT: its kernel size is %lld (scalar operations per "

@@ -48,7 +48,7 @@ typedef struct kb {
  * optimisation: kernels of more LLVM instructions are refused (150 nested Sin: 9071, 1.4 s;
  * the 784-dim Gaussian 11939, 1.3 s; the seed's gradient 439). */
 #define KG_MAX_INSTS 24000
-int64_t kg_size(const fe_program *p);
+int64_t kg_size(const fe_program *p); /* INT64_MAX when out of memory; fe_build keeps it in p->size */
 /* 0, or -1 with e set (KEOPS_ERROR_UNSUPPORTED) when p is too large for the JIT; kc_compile
  * checks it for every target. */
 int kg_check_size(const fe_program *p, kerr *e);

@@ -350,9 +350,10 @@ static int lower_exp_mul(lw *L, const dag_node *n, int u, int vec, LLVMValueRef 
 /* Powf(x, k/2), k odd and |k| <= POW_HALF_MAX (the simplifier made integer exponents Pow):
  * x^m sqrt(x), or for k < 0 (1/x)^m / sqrt(x), with m = (|k| - 1) / 2: correctly rounded
  * operations instead of pow's log and exp (x**-1.5 ran 7x slower as pow). Each rounding
- * adds at most 0.5 ulp: 1 ulp for 3/2, 1.5 for -3/2, about (m + 1) for larger |k|, against
- * pow's 2; no intermediate is further from 1 than the result, so none under- or overflows
- * early. x + 0 turns -0 into +0 (pow(-0, -1/2) is +inf where 1/sqrt(-0) is -inf), and -inf
+ * adds at most half an ulp, and that of 1/x is raised to the m-th power: 1 ulp for 3/2, 1.5
+ * for -3/2, within (m + 2) ulp up to |k| = 15 (the tests' bound; about 7.5 for -15/2),
+ * against pow's 2; no intermediate is further from 1 than the result, so none under- or
+ * overflows early. x + 0 turns -0 into +0 (pow(-0, -1/2) is +inf where 1/sqrt(-0) is -inf), and -inf
  * reads as +inf (pow(-inf, y) is pow(+inf, y) for y not an odd integer); other negative x
  * give NaN through sqrt, as pow does for a non-integer exponent. */
 #define POW_HALF_MAX 15

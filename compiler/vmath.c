@@ -915,7 +915,10 @@ static LLVMValueRef ex2_approx(const vm *v, LLVMValueRef t) {
 static LLVMValueRef exp_ex2(const vm *v, LLVMValueRef x, LLVMValueRef lh, LLVMValueRef ll) {
   LLVMValueRef t = mul(v, x, lh), p = ex2_approx(v, t);
   if (!p || has_math(v, VM_MATH_FAST)) return p;
-  LLVMValueRef r = fmadd(v, x, lh, neg(v, t));
+  /* llvm.fma, not fmuladd: the residual is exact only fused (an emulator host without FMA
+   * calls fmaf) */
+  LLVMValueRef a3[3] = {x, lh, neg(v, t)};
+  LLVMValueRef r = intrinsic(v, "llvm.fma", a3, 3);
   if (ll) r = fmadd(v, x, ll, r);
   LLVMValueRef s = fabs_(v, fmadd(v, r, K(v, 0.6931471805599453), K(v, 1.0)));
   LLVMValueRef two = K(v, 2.0), a[2] = {s, two};
@@ -931,6 +934,10 @@ LLVMValueRef vm_exp_mul(LLVMModuleRef mod, LLVMBuilderRef b, LLVMValueRef c, LLV
     return NULL;
   vm v = vm_make(mod, b, 0, 0);
   if (!has_math(&v, VM_MATH_EX2_APPROX)) return NULL;
+  /* a constant c beyond the range below: multiply, as without the fold */
+  LLVMBool lost;
+  if (LLVMIsAConstantFP(c) && !(__builtin_fabs(LLVMConstRealGetDouble(c, &lost) * 1.4426950408889634) <= 0x1.fffffep127))
+    return NULL;
   /* c log2(e) rounded once, from double; beyond the float range it would make t infinite
    * for every x, and exp(c * 0) 0 or inf: NaN instead (documented with Exp) */
   vm vd = vm_make(mod, b, 1, 0);

@@ -270,6 +270,9 @@ static unsigned block_size(const fe_program *p, const rt_device_info *d, int fn_
   return bs;
 }
 
+/* Rows a block of bs threads in S slices reduces (gpu.h). */
+static int64_t block_rows(const run *r, unsigned bs, unsigned S) { return (int64_t)(bs / S) * r->U; }
+
 /* Slices per row (gpu.h), a power of two dividing bs: doubled while the rows leave the device
  * short of `want` blocks, each slice keeps at least 64 j's, and the slices' states fit in
  * the shared memory a block has without opting in. *shared grows to hold those states. */
@@ -277,7 +280,7 @@ static unsigned slice_count(const run *r, unsigned bs, int64_t want, unsigned *s
   size_t state = (size_t)r->p->state * sizeof(double) * (size_t)r->U;
   unsigned S = 1;
   for (unsigned S2 = 2; S2 <= bs && bs % S2 == 0; S2 *= 2) {
-    int64_t R = bs / S * r->U; /* rows per block */
+    int64_t R = block_rows(r, bs, S);
     if ((r->rows + R - 1) / R >= want || r->nred / S2 < 64 ||
         (size_t)(S2 - 1) * (bs / S2) * state > (size_t)r->info->max_shared_per_block)
       break;
@@ -291,7 +294,7 @@ static unsigned slice_count(const run *r, unsigned bs, int64_t want, unsigned *s
 static keops_status launch(run *r, rt_gpu_code *c, unsigned bs, unsigned shared, unsigned nslice,
                            unsigned nsplit, kerr *e) {
   const fe_program *p = r->p;
-  int64_t j0 = 0, j1 = r->nred, S = nslice, R = bs / nslice * r->U; /* rows per block */
+  int64_t j0 = 0, j1 = r->nred, S = nslice, R = block_rows(r, bs, nslice);
   void *params[5 + FE_MAX_ARGS + 2];
   int np = 0;
   params[np++] = &r->rows;
@@ -494,7 +497,7 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
      * enough to hide latency */
     int64_t want = 4 * (int64_t)info.sm_count;
     unsigned nslice = rc == KEOPS_OK ? slice_count(&r, bs, want, &shared) : 1;
-    unsigned nsplit = rc == KEOPS_OK ? split_count(&r, bs, bs / nslice * r.U, want) : 1;
+    unsigned nsplit = rc == KEOPS_OK ? split_count(&r, bs, block_rows(&r, bs, nslice), want) : 1;
     if (rc == KEOPS_OK && !devp) {
       size_t need[SCRATCH_SLOTS];
       scratch_need(&r, M, N, nsplit, need);

@@ -178,6 +178,14 @@ START_TEST(bad_keys) {
   ck_assert_msg(f && g && strstr(f->key, "|fast=1|"), "%s", e.msg);
   same_program(f, g, "fast_math");
   fe_free(f), fe_free(g);
+  /* float64 ignores it, so its key does not name it: one kernel, and fast=1 there is refused */
+  d.dtype = KEOPS_FLOAT64;
+  f = fe_build(&d, &e);
+  ck_assert_msg(f && strstr(f->key, "|fast=0|"), "%s", e.msg);
+  char *fk = edit(f->key, "|fast=0|", "|fast=1|");
+  refused(fk, "fast=1 outside float32");
+  free(fk);
+  fe_free(f);
   fe_free(p);
 }
 END_TEST
