@@ -68,7 +68,9 @@ tsan_prefix() {
 # Installs build/ into build/consumers/prefix and builds and runs, against it, the consumer
 # projects of tests/consumers/: a C program through pkg-config, a C++17 project through
 # find_package(keops 0.2 CONFIG) (shared and static), and one through add_subdirectory (which
-# compiles the library once more, in Release). Each checks a small Gaussian sum against a loop.
+# compiles the library once more, in Release). Each checks a small Gaussian sum against a loop;
+# the find_package project also builds and runs examples/nbody.cpp (forces, neighbours and
+# energy drift checked against double loops).
 consumer_tests() {
   local dir=$PWD/build/consumers prefix=$PWD/build/consumers/prefix
   rm -rf "$dir"
@@ -85,6 +87,7 @@ consumer_tests() {
   keops_build "$dir/cxx-cmake" >>"$dir/cxx-cmake.log"
   "$dir/cxx-cmake/consumer" cxx-cmake
   "$dir/cxx-cmake/consumer_static" cxx-cmake-static
+  "$dir/cxx-cmake/nbody"
   cmake -S tests/consumers/subdir -B "$dir/subdir" -DCMAKE_BUILD_TYPE=Release \
     -DKEOPS_SOURCE_DIR="$PWD" >"$dir/subdir.log"
   keops_build "$dir/subdir" >>"$dir/subdir.log"
@@ -201,5 +204,5 @@ fi
 step="done"
 leak_note=""
 [ "$leaks" -eq 1 ] || leak_note=", leak checks off"
-echo "test.sh: PASS ($release_count tests in Release, 4 consumer programs, $asan_count under ASan+UBSan$leak_note," \
+echo "test.sh: PASS ($release_count tests in Release, 5 consumer programs, $asan_count under ASan+UBSan$leak_note," \
   "$tsan_count under TSan$fuzz_note)"
