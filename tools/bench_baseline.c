@@ -107,10 +107,10 @@ const char *bl_flags(void) {
 
 /* ---- the loop nests, once per dtype ------------------------------------------------------- */
 
-/* T: the dtype; S: the suffix; EXP, LOG: its libm functions. Each case has a context struct,
- * a body with the formula inlined (D a constant where the case fixes it, so that the compiler
- * unrolls the coordinate loop as a hand-written D=3 loop would), and a rows function. */
-#define BASELINES(T, S, EXP, LOG)                                                                  \
+/* T: the dtype; S: the suffix; EXP, LOG, SQRT: its libm functions. Each case has a context
+ * struct, a body with the formula inlined (D a constant where the case fixes it, so that the
+ * compiler unrolls the coordinate loop as a hand-written D=3 loop would), and a rows function. */
+#define BASELINES(T, S, EXP, LOG, SQRT)                                                            \
   typedef struct gauss_##S {                                                                       \
     int64_t N;                                                                                     \
     int D;                                                                                         \
@@ -297,7 +297,40 @@ const char *bl_flags(void) {
                   int threads) {                                                                   \
     knn_##S c = {N, D, K, x, y, out};                                                              \
     if (K > 0) run_rows(M, N, threads, knn_rows_##S, &c);                                          \
+  }                                                                                                \
+                                                                                                   \
+  typedef struct nbody_##S {                                                                       \
+    int64_t N;                                                                                     \
+    const T *x, *y, *m;                                                                            \
+    T e;                                                                                           \
+    T *out;                                                                                        \
+  } nbody_##S;                                                                                     \
+                                                                                                   \
+  static void nbody_rows_##S(const void *ctx, int64_t i0, int64_t i1) {                            \
+    const nbody_##S *c = ctx;                                                                      \
+    for (int64_t i = i0; i < i1; i++) {                                                            \
+      const T *xi = c->x + 3 * i;                                                                  \
+      T s0 = 0, s1 = 0, s2 = 0;                                                                    \
+      for (int64_t j = 0; j < c->N; j++) {                                                         \
+        const T *yj = c->y + 3 * j;                                                                \
+        T d0 = yj[0] - xi[0], d1 = yj[1] - xi[1], d2 = yj[2] - xi[2];                              \
+        T r = 1 / SQRT(d0 * d0 + d1 * d1 + d2 * d2 + c->e);                                        \
+        T w = c->m[j] * r * r * r;                                                                 \
+        s0 += w * d0;                                                                              \
+        s1 += w * d1;                                                                              \
+        s2 += w * d2;                                                                              \
+      }                                                                                            \
+      c->out[3 * i] = s0;                                                                          \
+      c->out[3 * i + 1] = s1;                                                                      \
+      c->out[3 * i + 2] = s2;                                                                      \
+    }                                                                                              \
+  }                                                                                                \
+                                                                                                   \
+  void bl_nbody_##S(int64_t M, int64_t N, const T *x, const T *y, const T *m, T e, T *out,         \
+                    int threads) {                                                                 \
+    nbody_##S c = {N, x, y, m, e, out};                                                            \
+    run_rows(M, N, threads, nbody_rows_##S, &c);                                                   \
   }
 
-BASELINES(float, f32, expf, logf)
-BASELINES(double, f64, exp, log)
+BASELINES(float, f32, expf, logf, sqrtf)
+BASELINES(double, f64, exp, log, sqrt)

@@ -47,4 +47,11 @@ void bl_knn_f32(int64_t M, int64_t N, int D, const float *x, const float *y, int
 void bl_knn_f64(int64_t M, int64_t N, int D, const double *x, const double *y, int K, int64_t *out,
                 int threads);
 
+/* Softened gravity: out_i = sum_j m_j (y_j - x_i) / (|x_i - y_j|^2 + e)^(3/2), x, y dim 3
+ * (M x 3), as an n-body code writes it: r = 1/sqrt(d2), then r*r*r. */
+void bl_nbody_f32(int64_t M, int64_t N, const float *x, const float *y, const float *m, float e,
+                  float *out, int threads);
+void bl_nbody_f64(int64_t M, int64_t N, const double *x, const double *y, const double *m, double e,
+                  double *out, int threads);
+
 #endif

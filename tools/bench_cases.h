@@ -7,7 +7,7 @@
 
 #include "keops.h"
 
-typedef enum kind { K_GAUSS, K_SEED, K_SEEDGRAD, K_LSE, K_KNN } kind;
+typedef enum kind { K_GAUSS, K_SEED, K_SEEDGRAD, K_LSE, K_KNN, K_NBODY } kind;
 
 typedef struct bcase {
   const char *name;
@@ -18,11 +18,11 @@ typedef struct bcase {
   int gpu_only;
 } bcase;
 
-enum { NCASES = 9, MAXARGS = 5, REF_ROWS = 8 };
+enum { NCASES = 10, MAXARGS = 5, REF_ROWS = 8 };
 extern int bc_knn_k; /* K of the knn case (--k, default 10) */
 extern int bc_fast_math; /* keops_kernel_desc.fast_math of every case (--fast-math) */
 extern const bcase bc_cases[NCASES];
-extern const double GAMMA, P_SEED; /* the parameters g and p */
+extern const double GAMMA, P_SEED, EPS2; /* the parameters g, p and e (nbody) */
 
 /* The request of a case: formula, aliases (position = index) and reduction. */
 typedef struct request {
@@ -56,6 +56,7 @@ void bc_make_data(const bcase *c, const keops_kernel *k, keops_dtype dt, int64_t
 void bc_free_data(data *d);
 double bc_get(const void *p, keops_dtype dt, size_t e);
 double bc_rel_err(const void *got, const void *want, keops_dtype dt, size_t n);
+double bc_norm_err(const void *got, const void *want, keops_dtype dt, size_t n);
 double bc_sqdist(const double *u, const double *v, int D);
 double bc_knn_err(const int64_t *got, const int64_t *want, int64_t rows, int K, int64_t N,
                   const data *d, int D);

@@ -48,7 +48,8 @@ static const char usage_text[] =
     "baseline/keops, and the largest relative difference to the baseline and to the\n"
     "reference interpreter (on the first 8 output rows).\n"
     "\n"
-    "  --case=NAME[,NAME...]|all   gauss3 seed seed-grad lse knn gauss64 tiny (default all);\n"
+    "  --case=NAME[,NAME...]|all   gauss3 seed seed-grad lse knn nbody gauss64 tiny\n"
+    "                     (default all);\n"
     "                     GPU only: gauss3-1e6 (M=N=10^6), small-m (M=1000, N=10^6)\n"
     "  --dtype=float32|float64|both   (default both)\n"
     "  --backend=cpu|reference|gpu    (default cpu; reference runs at reduced sizes; gpu: the\n"
@@ -235,6 +236,12 @@ static void run_baseline(const bcase *c, keops_dtype dt, int64_t M, int64_t N, c
       bl_knn_f32(M, N, c->D, a[0], a[1], bc_knn_k, out, threads);
     else
       bl_knn_f64(M, N, c->D, a[0], a[1], bc_knn_k, out, threads);
+    break;
+  case K_NBODY:
+    if (f32)
+      bl_nbody_f32(M, N, a[0], a[1], a[2], (float)d->val[3][0], out, threads);
+    else
+      bl_nbody_f64(M, N, a[0], a[1], a[2], d->val[3][0], out, threads);
     break;
   }
 }
@@ -444,6 +451,7 @@ static void run_case(const bcase *c, keops_dtype dt, const opts *o, int threads,
                     : c->kind == K_SEED     ? 4
                     : c->kind == K_SEEDGRAD ? 5
                     : c->kind == K_LSE      ? 3
+                    : c->kind == K_NBODY    ? 4
                                             : 2;
   if (keops_kernel_arg_count(k) != expect_args || keops_kernel_output_count(k) != 1) {
     report_failure(c, &r, dt, M, N, "kernel shape", "unexpected argument or output count");
@@ -533,6 +541,8 @@ static void run_case(const bcase *c, keops_dtype dt, const opts *o, int threads,
   size_t nbase = (size_t)base_rows * (size_t)odim;
   if (c->kind == K_KNN)
     res->err_base = bc_knn_err(out, out_base, base_rows, bc_knn_k, N, &d, c->D);
+  else if (c->kind == K_NBODY)
+    res->err_base = bc_norm_err(out, out_base, odt, nbase);
   else
     res->err_base = bc_rel_err(out, out_base, odt, nbase);
   if (o->backend != KEOPS_BACKEND_REFERENCE) {
@@ -549,6 +559,8 @@ static void run_case(const bcase *c, keops_dtype dt, const opts *o, int threads,
     }
     if (c->kind == K_KNN)
       res->err_ref = bc_knn_err(out, out_ref, rr, bc_knn_k, N, &d, c->D);
+    else if (c->kind == K_NBODY)
+      res->err_ref = bc_norm_err(out, out_ref, odt, (size_t)rr * (size_t)odim);
     else
       res->err_ref = bc_rel_err(out, out_ref, odt, (size_t)rr * (size_t)odim);
   }
