@@ -332,18 +332,23 @@ static void leaf(lw *L, uint32_t id, const dag_node *n, const int64_t *p, LLVMVa
   }
 }
 
-/* Exp(c * x) with c computed outside the pair loop (level P or I) and x in it: where the
- * target folds c into exp's own scaling (vm_exp_mul; GPU float32), out gets exp(c * x)
- * without the product. Returns 0 where it does not apply. */
+/* Exp(c * x) or Exp(-(c * x)) (the simplifier moves signs out of products) with c computed
+ * outside the pair loop (level P or I) and x in it: where the target folds c into exp's own
+ * scaling (vm_exp_mul; GPU float32), out gets exp(+-c * x) without the product. Returns 0
+ * where it does not apply. */
 static int lower_exp_mul(lw *L, const dag_node *n, int u, int vec, LLVMValueRef *out) {
   const dag_node *m = dag_get(L->d, n->k[0]);
+  int neg = m->op == OP_Minus;
+  if (neg) m = dag_get(L->d, m->k[0]);
   if (m->op != OP_Mult) return 0;
   int h = L->level[m->k[0]] <= LV_I ? 0 : 1, lx = L->level[m->k[1 - h]];
   if (L->level[m->k[h]] > LV_I || lx <= LV_I) return 0;
   LLVMValueRef *c = value(L, m->k[h], u, vec), *x = value(L, m->k[1 - h], u, vec);
   int dc = dag_get(L->d, m->k[h])->dim, dx = dag_get(L->d, m->k[1 - h])->dim;
-  for (int q = 0; c && x && q < n->dim; q++)
-    if (!(out[q] = vm_exp_mul(L->M, B, c[dc == 1 ? 0 : q], x[dx == 1 ? 0 : q]))) return 0;
+  for (int q = 0; c && x && q < n->dim; q++) {
+    LLVMValueRef cq = c[dc == 1 ? 0 : q];
+    if (!(out[q] = vm_exp_mul(L->M, B, neg ? LLVMBuildFNeg(B, cq, "") : cq, x[dx == 1 ? 0 : q]))) return 0;
+  }
   return c && x;
 }
 

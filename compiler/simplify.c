@@ -210,10 +210,22 @@ static uint32_t ew_rules(dag *d, int op, const uint32_t *k, int nk, const int64_
         if (c != NONE) return dag_bin(d, OP_Mult, c, f);
       }
       if (opof(d, b) == OP_Minus) return dag_bin(d, OP_Mult, dag_rat(d, -cn, cq), kid(d, b, 0));
+    } else if (!is_const(d, b)) {
+      /* (c*f)*g and f*(c*g) -> c*(f*g): constants move out and meet (gradients multiply
+       * 2*(x-y) by RatCst(-1,2)*...: one product fewer per pair and per component) */
+      int64_t n2, q2;
+      uint32_t f;
+      split_coef(d, a, &n2, &q2, &f);
+      if (f != a) return dag_bin(d, OP_Mult, kid(d, a, 0), dag_bin(d, OP_Mult, f, b));
+      split_coef(d, b, &n2, &q2, &f);
+      if (f != b) return dag_bin(d, OP_Mult, kid(d, b, 0), dag_bin(d, OP_Mult, a, f));
     }
     if (a == b) return dag_un(d, OP_Square, a);
     if (opof(d, a) == OP_Minus && opof(d, b) == OP_Minus)
       return dag_bin(d, OP_Mult, kid(d, a, 0), kid(d, b, 0));
+    /* (-f)*g -> -(f*g), so that signs meet and cancel like constants */
+    if (opof(d, a) == OP_Minus) return dag_un(d, OP_Minus, dag_bin(d, OP_Mult, kid(d, a, 0), b));
+    if (opof(d, b) == OP_Minus) return dag_un(d, OP_Minus, dag_bin(d, OP_Mult, a, kid(d, b, 0)));
     if (opof(d, a) == OP_Exp && opof(d, b) == OP_Exp && dimof(d, a) == dimof(d, b))
       return dag_un(d, OP_Exp, dag_bin(d, OP_Add, kid(d, a, 0), kid(d, b, 0)));
     break;

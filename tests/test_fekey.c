@@ -166,7 +166,7 @@ START_TEST(bad_keys) {
   }
   free(k);
   /* a dim that the dim rules do not give */
-  char *dk = edit(p->key, "Sum:1 @6", "Sum:2 @6");
+  char *dk = edit(p->key, "Sum:1 @5", "Sum:2 @5");
   refused(dk, NULL);
   free(dk);
   /* fast_math = 1 is in the key, and comes back from it */
