@@ -138,14 +138,9 @@ static void build_body(gk *G, LLVMValueRef *params) {
    * arithmetic per pair than 64-bit j's */
   LLVMValueRef n = LLVMBuildTrunc(B, kg_smin(K, R, LLVMBuildSub(B, js1, jt0, "")), K->i32, "");
   LLVMValueRef row0 = kg_gep(K, K->L.T, K->tile, LLVMBuildMul(B, LLVMBuildMul(B, s, R, ""), kg_i64(K, K->tile_width), ""));
-  LLVMBasicBlockRef pre = LLVMGetInsertBlock(B);
   LLVMValueRef q = kg_loop_begin(K, &lk, LLVMConstInt(K->i32, 0, 0), n);
   lk.unroll = gpu_unroll(p);
-  LLVMBasicBlockRef body = LLVMGetInsertBlock(B);
-  LLVMPositionBuilderBefore(B, LLVMGetFirstInstruction(lk.head));
-  K->trow = LLVMBuildPhi(B, LLVMTypeOf(row0), "trow");
-  LLVMAddIncoming(K->trow, &row0, &pre, 1);
-  LLVMPositionBuilderAtEnd(B, body);
+  K->trow = kg_loop_ptr(K, &lk, K->L.T, row0, K->tile_width);
   K->j = K->jv = LLVMBuildAdd(B, jt0, LLVMBuildZExt(B, q, K->i64, ""), "");
   lw_level_prepare(&K->L, LV_J, 0);
   for (int u = 0; u < K->U; u++) {
@@ -153,8 +148,6 @@ static void build_body(gk *G, LLVMValueRef *params) {
     LLVMValueRef *f = lw_vec(&K->L, p->f, u);
     if (f) kg_accumulate(K, u, f);
   }
-  LLVMValueRef trow1 = kg_gep(K, K->L.T, K->trow, kg_i64(K, K->tile_width));
-  LLVMAddIncoming(K->trow, &trow1, (LLVMBasicBlockRef[]){LLVMGetInsertBlock(B)}, 1);
   kg_loop_end(K, &lk, LLVMConstInt(K->i32, 1, 0));
   for (int u = 0; u < K->U && kg_needs_flush(p); u++) kg_flush_block(K, u);
   G->grid->barrier(K); /* the tile is overwritten next */

@@ -31,6 +31,8 @@ LLVMValueRef kg_alloca(kb *K, LLVMTypeRef t, int64_t n) {
 LLVMValueRef kg_loop_begin(kb *K, kg_loop *lp, LLVMValueRef start, LLVMValueRef end) {
   LLVMBasicBlockRef pre = LLVMGetInsertBlock(B);
   lp->unroll = 0;
+  lp->ptr = NULL;
+  lp->pre = pre;
   lp->head = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "kg_loop");
   LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "body");
   lp->exit = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "done");
@@ -43,9 +45,23 @@ LLVMValueRef kg_loop_begin(kb *K, kg_loop *lp, LLVMValueRef start, LLVMValueRef 
   return lp->iv;
 }
 
+LLVMValueRef kg_loop_ptr(kb *K, kg_loop *lp, LLVMTypeRef elem, LLVMValueRef start, int64_t step) {
+  LLVMBasicBlockRef at = LLVMGetInsertBlock(B);
+  LLVMPositionBuilderBefore(B, LLVMGetFirstInstruction(lp->head));
+  lp->ptr = LLVMBuildPhi(B, LLVMTypeOf(start), "");
+  LLVMAddIncoming(lp->ptr, &start, &lp->pre, 1);
+  lp->ptr_elem = elem, lp->ptr_step = step;
+  LLVMPositionBuilderAtEnd(B, at);
+  return lp->ptr;
+}
+
 void kg_loop_end(kb *K, kg_loop *lp, LLVMValueRef step) {
   LLVMValueRef next = LLVMBuildAdd(B, lp->iv, step, "");
   LLVMBasicBlockRef latch = LLVMGetInsertBlock(B);
+  if (lp->ptr) {
+    LLVMValueRef p1 = kg_gep(K, lp->ptr_elem, lp->ptr, kg_i64(K, lp->ptr_step));
+    LLVMAddIncoming(lp->ptr, &p1, &latch, 1);
+  }
   LLVMValueRef br = LLVMBuildBr(B, lp->head);
   if (lp->unroll > 0) {
     /* !llvm.loop !0, !0 = distinct !{!0, !{"llvm.loop.unroll.count", i32 n}}: a temporary

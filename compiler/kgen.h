@@ -8,8 +8,11 @@
 #include "red.h"
 
 typedef struct kg_loop {
-  LLVMBasicBlockRef head, exit;
+  LLVMBasicBlockRef pre, head, exit;
   LLVMValueRef iv;
+  LLVMValueRef ptr;  /* kg_loop_ptr's pointer, or NULL */
+  LLVMTypeRef ptr_elem;
+  int64_t ptr_step;
   int unroll; /* set after kg_loop_begin (which clears it): > 0, kg_loop_end asks LLVM to
                  unroll the loop this many times and no more (NVPTX then marks the unrolled
                  loop nounroll for ptxas) */
@@ -98,6 +101,9 @@ LLVMValueRef kg_i64(kb *K, int64_t v);
 LLVMValueRef kg_alloca(kb *K, LLVMTypeRef t, int64_t n); /* in the entry block */
 LLVMValueRef kg_loop_begin(kb *K, kg_loop *lp, LLVMValueRef start, LLVMValueRef end);
 void kg_loop_end(kb *K, kg_loop *lp, LLVMValueRef step);
+/* A second induction variable of the loop lp (called inside it, at most once): a pointer
+ * that starts at `start` and advances `step` elements of `elem` per iteration. */
+LLVMValueRef kg_loop_ptr(kb *K, kg_loop *lp, LLVMTypeRef elem, LLVMValueRef start, int64_t step);
 LLVMValueRef kg_smin(kb *K, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef kg_gep(kb *K, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef idx);
 LLVMValueRef kg_load(kb *K, LLVMTypeRef t, LLVMValueRef ptr, unsigned align);
