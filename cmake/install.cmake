@@ -1,6 +1,6 @@
 # Install rules (included by the top CMakeLists.txt when KEOPS_INSTALL is on):
-#   lib/libkeops.so.0.2.0 (soname libkeops.so.0), lib/libkeops.a, include/keops.h,
-#   bin/keops-dump, lib/cmake/keops/ (find_package(keops 0.2 CONFIG): keops::keops, and
+#   lib/libkeops.so.1.3.0 (soname libkeops.so.1), lib/libkeops.a, include/keops.h,
+#   bin/keops-dump, lib/cmake/keops/ (find_package(keops 0.3 CONFIG): keops::keops, and
 #   keops::keops_static when the archive was built), lib/pkgconfig/keops.pc.
 # Both package files locate the prefix from their own place, so that
 # `cmake --install build --prefix P` works for any P chosen after configuring.

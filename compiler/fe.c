@@ -24,8 +24,13 @@ static int check_desc(const keops_kernel_desc *desc, const red_row *red, kerr *e
     const char *names = red_known_names(&n);
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "unknown reduction '%.100s' (expected one of %.*s)", rname, n,
              names);
-  } else if (desc->axis != 0 && desc->axis != 1) {
-    kerr_set(e, KEOPS_ERROR_ARGUMENT, "axis must be 0 or 1, got %d", desc->axis);
+  } else if (desc->axis == KEOPS_AXIS_UNSET) {
+    kerr_set(e, KEOPS_ERROR_ARGUMENT,
+             "axis is not set: KEOPS_AXIS_J reduces over j (one output row per i, KeOps axis=1), "
+             "KEOPS_AXIS_I over i (one row per j, KeOps axis=0)");
+  } else if (desc->axis != KEOPS_AXIS_J && desc->axis != KEOPS_AXIS_I) {
+    kerr_set(e, KEOPS_ERROR_ARGUMENT, "axis = %d is not a keops_axis (KEOPS_AXIS_J = 1, "
+             "KEOPS_AXIS_I = 2)", (int)desc->axis);
   } else if (desc->dtype != KEOPS_FLOAT32 && desc->dtype != KEOPS_FLOAT64) {
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "dtype must be KEOPS_FLOAT32 or KEOPS_FLOAT64, got %d",
              (int)desc->dtype);
@@ -151,7 +156,7 @@ fe_program *fe_build(const keops_kernel_desc *desc, kerr *e) {
   }
   p->red = red;
   p->k = red->fam->takes_k ? desc->k : 0;
-  p->axis = desc->axis;
+  p->axis = desc->axis == KEOPS_AXIS_J; /* KeOps's numbering: 1 reduces over j */
   p->dtype = desc->dtype;
   p->double_acc = red->fam->sum_type && desc->double_accumulator && desc->dtype == KEOPS_FLOAT32;
   p->fast_math = desc->fast_math && desc->dtype == KEOPS_FLOAT32; /* float64 ignores it: one key */
@@ -286,7 +291,9 @@ static int read_options(fe_program *p, const char *s, kerr *e) {
   if (red && red->fam->sum_type && scheme == KEOPS_SUM_AUTO)
     return key_fail(e, "an unresolved scheme (AUTO)");
   if (dacc != 0 && dacc != 1) return key_fail(e, "dacc must be 0 or 1");
-  keops_kernel_desc desc = {.formula = "", .reduction = rname, .axis = axis, .k = k,
+  if (axis != 0 && axis != 1) return key_fail(e, "axis must be 0 or 1");
+  keops_kernel_desc desc = {.formula = "", .reduction = rname,
+                            .axis = axis ? KEOPS_AXIS_J : KEOPS_AXIS_I, .k = k,
                             .dtype = (keops_dtype)dtype,
                             .sum_scheme = red && red->fam->sum_type ? (keops_sum_scheme)scheme
                                                                     : KEOPS_SUM_AUTO,

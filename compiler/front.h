@@ -116,7 +116,7 @@ typedef struct fe_program {
   int fdim;          /* dim of f */
   const red_row *red;
   int k;             /* K of the KMin family, else 0 */
-  int axis;
+  int axis;          /* KeOps's numbering: 1 (KEOPS_AXIS_J) reduces over j, 0 over i */
   keops_dtype dtype;
   keops_sum_scheme scheme; /* AUTO resolved to BLOCK for sum-type reductions, else DIRECT */
   int double_acc;

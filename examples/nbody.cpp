@@ -75,12 +75,12 @@ public:
   Kernel(keops_context *ctx, keops_dtype dt, const char *name, const char *formula, int n_aliases,
          const char *reduction = nullptr, int k = 0)
       : name_(name) {
-    keops_kernel_desc d{};
+    keops_kernel_desc d = keops_kernel_desc_init();
     d.formula = formula;
     d.aliases = ALIASES;
     d.n_aliases = n_aliases;
     d.reduction = reduction;
-    d.axis = 1; // one output row per particle i, reduced over j: the silent wrong axis otherwise
+    d.axis = KEOPS_AXIS_J; // one output row per particle i, reduced over j (required: no default)
     d.k = k;
     d.dtype = dt;
     if (keops_kernel_create(ctx, &d, &k_) != KEOPS_OK) die(name);
@@ -354,7 +354,7 @@ bool simulate(keops_context *ctx, const keops_run_options &opts) {
 } // namespace
 
 int main(int argc, char **argv) {
-  keops_run_options opts{};
+  keops_run_options opts = keops_run_options_init();
   if (argc > 1) {
     static const char *const names[] = {"auto", "cpu", "gpu"};
     int b = -1;

@@ -113,13 +113,13 @@ typedef struct job {
   const char *formula;
   const char *const *aliases;
   int n_aliases;
-  int axis;
+  keops_axis axis;
   const void *const *args;
 } job;
 
 /* Creates the kernel and runs it into out (rows x 3 floats); prints the timings. */
 static int run_job(keops_context *ctx, const job *jb, keops_backend backend, float *out) {
-  keops_kernel_desc desc = {0};
+  keops_kernel_desc desc = keops_kernel_desc_init();
   desc.formula = jb->formula;
   desc.aliases = jb->aliases;
   desc.n_aliases = jb->n_aliases;
@@ -134,7 +134,7 @@ static int run_job(keops_context *ctx, const job *jb, keops_backend backend, flo
     return -1;
   }
   double t1 = now();
-  keops_run_options opts = {0};
+  keops_run_options opts = keops_run_options_init();
   opts.backend = backend;
   printf("  runs on: %s\n", keops_backend_describe(ctx, keops_kernel_backend(k, &opts)));
   void *outs[1] = {out};
@@ -230,13 +230,13 @@ int main(int argc, char **argv) {
              "Square(p-a)*Exp(x+y)",
              aliases,
              4,
-             1,
+             KEOPS_AXIS_J,
              args};
   job grad = {"g = Grad(c, y, e)                 (axis 0: one row per j)",
               "Grad(Square(p-a)*Exp(x+y), y, e)",
               aliases,
               5,
-              0,
+              KEOPS_AXIS_I,
               args};
 
   printf("seed: M = %d, N = %d, float32\n\n", M, N);

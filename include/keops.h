@@ -15,7 +15,9 @@
 #ifndef KEOPS_H
 #define KEOPS_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -57,15 +59,31 @@ typedef enum keops_sum_scheme {
   KEOPS_SUM_KAHAN = 3
 } keops_sum_scheme;
 
-typedef struct keops_kernel_desc { /* zero-initialise, then set what you need */
-  const char *formula;             /* required, e.g. "Square(p-a)*Exp(x+y)" */
-  const char *const *aliases;      /* e.g. {"x = Vi(3)", "y = Vj(3)", "a = Vj(1)", "p = Pm(1)"} */
+/* Which index a reduction runs over. There is no default: a descriptor whose axis is
+ * KEOPS_AXIS_UNSET is refused, since with M == N a wrong axis runs and gives wrong numbers. */
+typedef enum keops_axis {
+  KEOPS_AXIS_UNSET = 0,
+  KEOPS_AXIS_J = 1, /* reduce over j: one output row per i (KeOps axis=1) */
+  KEOPS_AXIS_I = 2  /* reduce over i: one output row per j (KeOps axis=0) */
+} keops_axis;
+
+/* Both structs below start with their size, so that later versions can add fields at the end
+ * without breaking programs built against this header: initialise them with
+ * keops_kernel_desc_init() / keops_run_options_init() (C and C++), or in C with a designated
+ * initialiser that sets .size = sizeof(keops_kernel_desc) first. A size of 0 (a struct
+ * zero-initialised by hand) is refused with KEOPS_ERROR_ARGUMENT. A size larger than this
+ * library knows (a program built against a newer header) is accepted when every byte past
+ * the known fields is zero, else refused with KEOPS_ERROR_UNSUPPORTED. Every field added
+ * later means "as before" when zero. */
+typedef struct keops_kernel_desc {
+  size_t size;                /* sizeof(keops_kernel_desc), set by keops_kernel_desc_init() */
+  const char *formula;        /* required, e.g. "Square(p-a)*Exp(x+y)" */
+  const char *const *aliases; /* e.g. {"x = Vi(3)", "y = Vj(3)", "a = Vj(1)", "p = Pm(1)"} */
   int n_aliases;
+  keops_axis axis;       /* required: KEOPS_AXIS_J or KEOPS_AXIS_I */
   const char *reduction; /* NULL means "Sum"; KeOps names: Sum, Max, Min, ArgMax, ArgMin,
                             Max_ArgMax, Min_ArgMin, KMin, ArgKMin, KMin_ArgKMin, LogSumExp,
                             SumSoftMaxWeight, Max_SumShiftExp, ... */
-  int axis;              /* 1: one output row per i, reduced over j;
-                            0: one output row per j, reduced over i (KeOps's default) */
   int k;                 /* K of KMin, ArgKMin, KMin_ArgKMin */
   const char *formula2;  /* weight formula of LogSumExp / SumSoftMaxWeight, else NULL */
   keops_dtype dtype;     /* KEOPS_FLOAT32 (default) or KEOPS_FLOAT64 */
@@ -77,14 +95,31 @@ typedef struct keops_kernel_desc { /* zero-initialise, then set what you need */
                              ignore it. 0 (default) or 1 */
 } keops_kernel_desc;
 
-typedef struct keops_run_options { /* zero-initialise; NULL options mean all defaults */
+typedef struct keops_run_options { /* NULL options mean keops_run_options_init()'s defaults */
+  size_t size;                     /* sizeof(keops_run_options), set by keops_run_options_init() */
   keops_backend backend;           /* AUTO: GPU when one is usable, else CPU */
   int device_id;                   /* GPU ordinal */
   int num_threads;                 /* CPU threads; 0: all online cores */
   int device_pointers; /* nonzero: args and outs are CUdeviceptr values (cast to pointers) on
                           device_id, and the run is asynchronous on `stream` (GPU backend) */
   void *stream;        /* a CUstream for the GPU backend; NULL: the default stream */
-} keops_run_options; /* later versions add fields at the end (ranges, batch...) */
+} keops_run_options;
+
+/* A descriptor with every field zero but its size: set formula, aliases and axis next. */
+static inline keops_kernel_desc keops_kernel_desc_init(void) {
+  keops_kernel_desc d;
+  memset(&d, 0, sizeof d);
+  d.size = sizeof d;
+  return d;
+}
+
+/* The default run options (AUTO backend, device 0, all cores, host arrays). */
+static inline keops_run_options keops_run_options_init(void) {
+  keops_run_options o;
+  memset(&o, 0, sizeof o);
+  o.size = sizeof o;
+  return o;
+}
 
 /* Creates a context. On success *out owns it; release with keops_context_destroy.
  * On failure *out is set to NULL (when out is not NULL). */
@@ -119,7 +154,8 @@ KEOPS_API keops_status keops_kernel_run(keops_kernel *k, int64_t M, int64_t N, c
                               void *const *outs, const keops_run_options *opts);
 
 /* The backend keops_kernel_run(k, ..., opts) runs on, AUTO resolved (the GPU when one is
- * usable, else the compiled CPU kernel). opts may be NULL. KEOPS_BACKEND_AUTO for a NULL k. */
+ * usable, else the compiled CPU kernel). opts may be NULL. KEOPS_BACKEND_AUTO for a NULL k or
+ * options keops_kernel_run would refuse for their size. */
 KEOPS_API keops_backend keops_kernel_backend(const keops_kernel *k, const keops_run_options *opts);
 /* What backend b means in ctx, for logs: e.g. "CPU JIT (avx512, sapphirerapids, 2 threads)";
  * for AUTO, the backend it resolves to, and on the CPU why the GPU is not used (no driver, a

@@ -72,9 +72,10 @@ const char *keops_status_string(keops_status s) {
 
 keops_status keops_context_create(keops_context **out) {
   if (!out) return rt_fail(KEOPS_ERROR_ARGUMENT, "keops_context_create: out is NULL");
-  keops_context *ctx = calloc(1, sizeof *ctx); /* zero options are the defaults */
+  keops_context *ctx = calloc(1, sizeof *ctx);
   *out = NULL;
   if (!ctx) return rt_fail(KEOPS_ERROR_OUT_OF_MEMORY, "keops_context_create: out of memory");
+  ctx->defaults = keops_run_options_init();
   kerr e;
   kerr_clear(&e);
   if (rt_context_init(ctx, &e) != KEOPS_OK) {
@@ -99,6 +100,48 @@ void keops_context_destroy(keops_context *ctx) {
   if (ctx) context_release(ctx);
 }
 
+/* ---- sized structs ----------------------------------------------------------------------- */
+
+/* Larger than any struct of ours will grow: a size above it is garbage, not a newer header. */
+#define RT_MAX_STRUCT_SIZE 4096
+
+/* Copies the caller's struct `in` (its first member its size) into `out`, which has this
+ * library's layout (`ours` bytes): what an older caller lacks reads as zero, and what a newer
+ * caller has beyond our fields must be zero, since we cannot honour it. Every version before
+ * the first with a size field had none, so today a smaller size is wrong too. */
+static keops_status copy_sized(const void *in, void *out, size_t ours, const char *who,
+                               const char *name, const char *type) {
+  size_t size;
+  memcpy(&size, in, sizeof size);
+  if (size == 0)
+    return rt_fail(KEOPS_ERROR_ARGUMENT,
+                   "%s: %s->size is 0: initialise the %s with %s_init() (or set .size = "
+                   "sizeof(%s))", who, name, type, type, type);
+  if (size < ours || size > RT_MAX_STRUCT_SIZE)
+    return rt_fail(KEOPS_ERROR_ARGUMENT,
+                   "%s: %s->size = %zu is not the size of a %s (%zu in keops " KEOPS_VERSION
+                   "): initialise it with %s_init()", who, name, size, type, ours, type);
+  const unsigned char *extra = (const unsigned char *)in + ours;
+  for (size_t b = 0; b < size - ours; b++)
+    if (extra[b])
+      return rt_fail(KEOPS_ERROR_UNSUPPORTED,
+                     "%s: %s sets a field this library (keops " KEOPS_VERSION ") does not know: "
+                     "byte %zu of %zu is not zero (built against a newer keops.h?)", who, name,
+                     ours + b, size);
+  memcpy(out, in, ours);
+  return KEOPS_OK;
+}
+
+/* The caller's run options in this library's layout; NULL means the context's defaults. */
+static keops_status read_options(const keops_context *ctx, const keops_run_options *opts,
+                                 keops_run_options *o, const char *who) {
+  if (!opts) {
+    *o = ctx->defaults;
+    return KEOPS_OK;
+  }
+  return copy_sized(opts, o, sizeof *o, who, "opts", "keops_run_options");
+}
+
 /* ---- kernels ----------------------------------------------------------------------------- */
 
 static keops_status check_desc(const keops_context *ctx, const keops_kernel_desc *desc,
@@ -121,11 +164,14 @@ static keops_status check_desc(const keops_context *ctx, const keops_kernel_desc
   return KEOPS_OK;
 }
 
-keops_status keops_kernel_create(keops_context *ctx, const keops_kernel_desc *desc,
+keops_status keops_kernel_create(keops_context *ctx, const keops_kernel_desc *user_desc,
                                  keops_kernel **out) {
   if (out) *out = NULL;
-  keops_status st = check_desc(ctx, desc, out);
-  if (st != KEOPS_OK) return st;
+  keops_kernel_desc copy, *desc = &copy;
+  keops_status st = user_desc ? copy_sized(user_desc, desc, sizeof *desc, "keops_kernel_create",
+                                           "desc", "keops_kernel_desc")
+                              : KEOPS_OK;
+  if (st != KEOPS_OK || (st = check_desc(ctx, user_desc ? desc : NULL, out)) != KEOPS_OK) return st;
 
   /* fe_build checks everything else (formula, aliases, reduction, axis, K, formula2, dtype,
    * sum scheme) with positioned messages. */
@@ -295,9 +341,10 @@ keops_status keops_kernel_run(keops_kernel *k, int64_t M, int64_t N, const void 
                               void *const *outs, const keops_run_options *opts) {
   if (!k) return rt_fail(KEOPS_ERROR_ARGUMENT, "keops_kernel_run: kernel is NULL");
   const fe_program *p = k->prog;
-  const keops_run_options *o = opts ? opts : &k->ctx->defaults;
+  keops_run_options copy, *o = &copy;
   keops_status st;
-  if ((st = check_sizes(M, N)) != KEOPS_OK || (st = check_options(o)) != KEOPS_OK ||
+  if ((st = read_options(k->ctx, opts, o, "keops_kernel_run")) != KEOPS_OK ||
+      (st = check_sizes(M, N)) != KEOPS_OK || (st = check_options(o)) != KEOPS_OK ||
       (st = check_inputs(p, M, N, args)) != KEOPS_OK ||
       (st = check_outputs(p, M, N, outs)) != KEOPS_OK)
     return st;
@@ -319,18 +366,22 @@ keops_status keops_kernel_run(keops_kernel *k, int64_t M, int64_t N, const void 
   return st == KEOPS_OK ? KEOPS_OK : rt_fail_kerr(&e, "keops_kernel_run");
 }
 
-keops_status rt_kernel_prepare(keops_kernel *k, const keops_run_options *o) {
-  keops_run_options none = {0};
+keops_status rt_kernel_prepare(keops_kernel *k, const keops_run_options *opts) {
   if (!k) return rt_fail(KEOPS_ERROR_ARGUMENT, "rt_kernel_prepare: kernel is NULL");
-  if (rt_backend(k->ctx, o ? o : &none) != KEOPS_BACKEND_CPU || k->prog->zero) return KEOPS_OK;
+  keops_run_options o;
+  keops_status st = read_options(k->ctx, opts, &o, "rt_kernel_prepare");
+  if (st != KEOPS_OK) return st;
+  if (rt_backend(k->ctx, &o) != KEOPS_BACKEND_CPU || k->prog->zero) return KEOPS_OK;
   kerr e;
   kerr_clear(&e);
   return rt_kernel_cpu(k, &e) ? KEOPS_OK : rt_fail_kerr(&e, "rt_kernel_prepare");
 }
 
 keops_backend keops_kernel_backend(const keops_kernel *k, const keops_run_options *opts) {
-  keops_run_options none = {0};
-  return k ? rt_backend(k->ctx, opts ? opts : &none) : KEOPS_BACKEND_AUTO;
+  keops_run_options o;
+  if (!k || read_options(k->ctx, opts, &o, "keops_kernel_backend") != KEOPS_OK)
+    return KEOPS_BACKEND_AUTO;
+  return rt_backend(k->ctx, &o);
 }
 
 const char *keops_backend_describe(const keops_context *ctx, keops_backend b) {

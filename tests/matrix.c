@@ -68,7 +68,7 @@ void mx_prob_free(prob *P) {
 }
 
 void mx_prob_reference(prob *P) {
-  keops_run_options o = {.backend = KEOPS_BACKEND_REFERENCE};
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_REFERENCE};
   keops_status st = keops_kernel_run(P->k, P->M, P->N, (const void *const *)P->arr, P->out[1], &o);
   ck_assert_msg(st == KEOPS_OK, "%s: reference run: %s", P->what, keops_last_error());
 }
@@ -427,8 +427,8 @@ void mx_op_case(keops_context *ctx, const opcase *c, int axis, keops_dtype dt, u
     alp[w] = al[w];
     doms[w] = c->v[w].d;
   }
-  keops_kernel_desc desc = {.formula = c->formula, .aliases = alp, .n_aliases = c->nv,
-                            .reduction = "Sum", .axis = axis, .dtype = dt};
+  keops_kernel_desc desc = {.size = sizeof(keops_kernel_desc), .formula = c->formula, .aliases = alp, .n_aliases = c->nv,
+                            .reduction = "Sum", .axis = tu_axis(axis), .dtype = dt};
   keops_kernel *k = mx_make(ctx, &desc);
   prob P;
   mx_prob_init(&P, k, OP_M, OP_N, doms, c->nv, NULL, seed);
@@ -531,11 +531,11 @@ static const char *const lse_w[2] = {"Exp(b)", "Exp(x-y)+Square(c)"};
 void mx_red_case(keops_context *ctx, const rcfg *g, int64_t M, int64_t N, uint64_t seed,
                  mx_runner run, int how, const char *suffix) {
   int lse = g->row->family == RF_LSE;
-  keops_kernel_desc d = {.formula = lse ? lse_f : red_f[g->wide],
+  keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = lse ? lse_f : red_f[g->wide],
                          .aliases = red_aliases,
                          .n_aliases = 5,
                          .reduction = g->row->name,
-                         .axis = g->axis,
+                         .axis = tu_axis(g->axis),
                          .k = g->K,
                          .formula2 = g->f2 ? lse_w[g->wide] : NULL,
                          .dtype = g->dt,

@@ -27,11 +27,11 @@ static const char *const seed_aliases[] = {"x = Vi(3)", "y = Vj(3)", "a = Vj(1)"
 #define SEED_GRAD "Grad(" SEED ", y, e)"
 
 static keops_kernel_desc seed_desc(const char *formula, int n_aliases, int axis) {
-  keops_kernel_desc d = {0};
+  keops_kernel_desc d = keops_kernel_desc_init();
   d.formula = formula;
   d.aliases = seed_aliases;
   d.n_aliases = n_aliases;
-  d.axis = axis;
+  d.axis = tu_axis(axis);
   return d;
 }
 
@@ -155,11 +155,11 @@ END_TEST
 /* Aliases with explicit positions, in any order, and a Var written in the formula. */
 START_TEST(queries_positions) {
   const char *const aliases[] = {"b = Vj(2, 1)", "x = Vi(0, 3)"};
-  keops_kernel_desc d = {0};
+  keops_kernel_desc d = keops_kernel_desc_init();
   d.formula = "SqDist(x, Var(1, 3, 1)) * b + Var(3, 2, 2)";
   d.aliases = aliases;
   d.n_aliases = 2;
-  d.axis = 1;
+  d.axis = KEOPS_AXIS_J;
   d.dtype = KEOPS_FLOAT64;
   keops_kernel *k = make(&d);
   expect_args(k, 4, (const int[]){3, 3, 1, 2}, (const int[]){0, 1, 1, 2});
@@ -208,14 +208,14 @@ static const out_case out_cases[] = {
 START_TEST(queries_outputs) {
   const char *const aliases[] = {"x = Vi(3)", "y = Vj(3)", "s = Vj(1)"};
   const out_case *c = &out_cases[_i % (int)(sizeof out_cases / sizeof *out_cases)];
-  keops_kernel_desc d = {0};
+  keops_kernel_desc d = keops_kernel_desc_init();
   d.formula = c->formula;
   d.formula2 = c->formula2;
   d.aliases = aliases;
   d.n_aliases = 3;
   d.reduction = c->reduction;
   d.k = c->k;
-  d.axis = _i & 1; /* each case on one axis, the loop covers both */
+  d.axis = tu_axis(_i & 1); /* each case on one axis, the loop covers both */
   d.dtype = _i < (int)(sizeof out_cases / sizeof *out_cases) ? KEOPS_FLOAT32 : KEOPS_FLOAT64;
   keops_kernel *k = make(&d);
   ck_assert_int_eq(keops_kernel_output_count(k), c->nout);
@@ -256,9 +256,10 @@ START_TEST(error_reduction) {
   ck_assert_ptr_nonnull(strstr(keops_last_error(), ", SoftMax, Max_SumShiftExp, Max_SumShiftExpWeight)"));
   ck_assert_ptr_eq(strstr(keops_last_error(), "keops_kernel_create: "), keops_last_error());
 
-  d = seed_desc(SEED, 4, 2);
-  expect_create_error(&d, KEOPS_ERROR_ARGUMENT, "keops_kernel_create: axis must be 0 or 1, got 2",
-                      1);
+  d = seed_desc(SEED, 4, 3);
+  expect_create_error(&d, KEOPS_ERROR_ARGUMENT,
+                      "keops_kernel_create: axis = 3 is not a keops_axis (KEOPS_AXIS_J = 1, "
+                      "KEOPS_AXIS_I = 2)", 1);
 
   d = seed_desc(SEED, 4, 1);
   d.reduction = "KMin";
@@ -339,7 +340,7 @@ START_TEST(run_errors) {
   expect_run_error(&s, 2, 3, NULL, KEOPS_ERROR_ARGUMENT, "outs[0] is NULL");
   s.outs[0] = s.c;
 
-  keops_run_options o = {0};
+  keops_run_options o = keops_run_options_init();
   o.backend = KEOPS_BACKEND_GPU;
   if (!rt_gpu_usable(s.k->ctx->dev)) /* every driver failure names the library it looked for */
     expect_run_error(&s, 2, 3, &o, KEOPS_ERROR_NO_DEVICE, "libcuda.so.1");
@@ -356,6 +357,73 @@ START_TEST(run_errors) {
 }
 END_TEST
 
+/* The structs' size field: zero (a struct zeroed by hand) and wrong sizes are refused, a
+ * newer header's larger struct works while its unknown fields are zero; the axis has no
+ * default. */
+START_TEST(sized_structs) {
+  keops_kernel_desc d = seed_desc(SEED, 4, 1);
+  d.size = 0;
+  expect_create_error(&d, KEOPS_ERROR_ARGUMENT,
+                      "keops_kernel_create: desc->size is 0: initialise the keops_kernel_desc "
+                      "with keops_kernel_desc_init() (or set .size = sizeof(keops_kernel_desc))",
+                      1);
+  d.size = sizeof d - 1;
+  expect_create_error(&d, KEOPS_ERROR_ARGUMENT, "desc->size = ", 0);
+  ck_assert_ptr_nonnull(strstr(keops_last_error(), "is not the size of a keops_kernel_desc"));
+  d.size = (size_t)1 << 40;
+  expect_create_error(&d, KEOPS_ERROR_ARGUMENT, "is not the size of a keops_kernel_desc", 0);
+
+  d = seed_desc(SEED, 4, 1);
+  d.axis = KEOPS_AXIS_UNSET;
+  expect_create_error(&d, KEOPS_ERROR_ARGUMENT,
+                      "keops_kernel_create: axis is not set: KEOPS_AXIS_J reduces over j (one "
+                      "output row per i, KeOps axis=1), KEOPS_AXIS_I over i (one row per j, KeOps "
+                      "axis=0)", 1);
+
+  /* a program built against a later keops.h, whose struct has two more fields */
+  struct later_desc {
+    keops_kernel_desc d;
+    int64_t later[2];
+  } big;
+  memset(&big, 0, sizeof big);
+  big.d = seed_desc(SEED, 4, 1);
+  big.d.size = sizeof big;
+  keops_kernel *k = make(&big.d);
+  ck_assert_int_eq(keops_kernel_output_dim(k, 0), 3);
+  keops_kernel_destroy(k);
+  big.later[1] = 1;
+  char msg[128];
+  snprintf(msg, sizeof msg, "byte %zu of %zu is not zero", offsetof(struct later_desc, later[1]),
+           sizeof big);
+  expect_create_error(&big.d, KEOPS_ERROR_UNSUPPORTED, msg, 0);
+  ck_assert_ptr_nonnull(strstr(keops_last_error(), "does not know"));
+
+  small s;
+  small_init(&s);
+  keops_run_options o = keops_run_options_init();
+  o.backend = KEOPS_BACKEND_CPU;
+  o.size = 0;
+  expect_run_error(&s, 2, 3, &o, KEOPS_ERROR_ARGUMENT,
+                   "keops_kernel_run: opts->size is 0: initialise the keops_run_options with "
+                   "keops_run_options_init() (or set .size = sizeof(keops_run_options))");
+  ck_assert_int_eq(keops_kernel_backend(s.k, &o), KEOPS_BACKEND_AUTO); /* refused: AUTO */
+  struct {
+    keops_run_options o;
+    int64_t later;
+  } bigo;
+  memset(&bigo, 0, sizeof bigo);
+  bigo.o = keops_run_options_init();
+  bigo.o.size = sizeof bigo;
+  bigo.o.backend = KEOPS_BACKEND_REFERENCE;
+  ck_assert_int_eq(keops_kernel_backend(s.k, &bigo.o), KEOPS_BACKEND_REFERENCE);
+  ck_assert_msg(keops_kernel_run(s.k, 2, 3, s.args, s.outs, &bigo.o) == KEOPS_OK, "%s",
+                keops_last_error());
+  bigo.later = -1;
+  expect_run_error(&s, 2, 3, &bigo.o, KEOPS_ERROR_UNSUPPORTED, "opts sets a field");
+  keops_kernel_destroy(s.k);
+}
+END_TEST
+
 /* Arrays with no rows need not exist; every backend but GPU runs. */
 START_TEST(run_empty_and_backends) {
   small s;
@@ -367,7 +435,7 @@ START_TEST(run_empty_and_backends) {
   s.outs[0] = s.c;
   for (int b = KEOPS_BACKEND_AUTO; b <= KEOPS_BACKEND_REFERENCE; b++) {
     if (b == KEOPS_BACKEND_GPU) continue;
-    keops_run_options o = {.backend = (keops_backend)b, .device_id = 0, .num_threads = 1};
+    keops_run_options o = {.size = sizeof(keops_run_options), .backend = (keops_backend)b, .device_id = 0, .num_threads = 1};
     ck_assert_msg(keops_kernel_run(s.k, 2, 3, s.args, s.outs, &o) == KEOPS_OK, "%s",
                   keops_last_error());
   }
@@ -379,7 +447,7 @@ END_TEST
 START_TEST(backend_queries) {
   small s;
   small_init(&s);
-  keops_run_options o = {.backend = KEOPS_BACKEND_AUTO, .device_id = 0, .num_threads = 0};
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_AUTO, .device_id = 0, .num_threads = 0};
   keops_backend autob = rt_gpu_usable(s.k->ctx->dev) ? KEOPS_BACKEND_GPU : KEOPS_BACKEND_CPU;
   ck_assert_int_eq(keops_kernel_backend(s.k, NULL), autob);
   ck_assert_int_eq(keops_kernel_backend(s.k, &o), autob);
@@ -453,11 +521,13 @@ START_TEST(last_error_per_thread) {
   ck_assert_str_eq(seen[0], "");
   ck_assert_str_eq(seen[1], "keops_context_create: out is NULL");
   /* the other thread's failure did not touch ours; a success does not clear it */
-  ck_assert_str_eq(keops_last_error(), "keops_kernel_create: axis must be 0 or 1, got 7");
+  const char *mine = "keops_kernel_create: axis = 7 is not a keops_axis (KEOPS_AXIS_J = 1, "
+                     "KEOPS_AXIS_I = 2)";
+  ck_assert_str_eq(keops_last_error(), mine);
   keops_kernel *k = make(
-      &(keops_kernel_desc){.formula = "x", .aliases = seed_aliases, .n_aliases = 1, .axis = 1});
+      &(keops_kernel_desc){.size = sizeof(keops_kernel_desc), .formula = "x", .aliases = seed_aliases, .n_aliases = 1, .axis = KEOPS_AXIS_J});
   keops_kernel_destroy(k);
-  ck_assert_str_eq(keops_last_error(), "keops_kernel_create: axis must be 0 or 1, got 7");
+  ck_assert_str_eq(keops_last_error(), mine);
   free((void *)seen[0]);
   free((void *)seen[1]);
 }
@@ -555,7 +625,7 @@ START_TEST(seed_values) {
   keops_kernel *k = make(&d);
   int64_t rows = axis == 1 ? VM : VN;
   void *out = calloc((size_t)rows * 3, 8);
-  keops_run_options o = {.backend = jit ? KEOPS_BACKEND_CPU : KEOPS_BACKEND_REFERENCE, .device_id = 0, .num_threads = 0};
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = jit ? KEOPS_BACKEND_CPU : KEOPS_BACKEND_REFERENCE, .device_id = 0, .num_threads = 0};
   ck_assert_msg(keops_kernel_run(k, VM, VN, (const void *const *)args, &out, &o) == KEOPS_OK,
                 "%s", keops_last_error());
   double *abs, *ref = seed_reference((const double *const *)seen, grad, axis, &abs);
@@ -589,11 +659,11 @@ START_TEST(zero_formula) {
   static const char *const formulas[] = {
       "(x - x) * Exp(y)", "Grad(Grad(x + Var(1,3,1), x, Var(2,3,0)), x, Var(3,3,0))"};
   const char *const aliases[] = {"x = Vi(0, 3)", "y = Vj(1, 3)"};
-  keops_kernel_desc d = {0};
+  keops_kernel_desc d = keops_kernel_desc_init();
   d.formula = formulas[_i];
   d.aliases = aliases;
   d.n_aliases = _i == 0 ? 2 : 1;
-  d.axis = 1;
+  d.axis = KEOPS_AXIS_J;
   d.dtype = KEOPS_FLOAT64;
   keops_kernel *k = make(&d);
   int n = keops_kernel_arg_count(k);
@@ -624,6 +694,7 @@ static Suite *api_suite(void) {
   tcase_add_test(tc, error_reduction);
   tcase_add_test(tc, error_dimension);
   tcase_add_test(tc, run_errors);
+  tcase_add_test(tc, sized_structs);
   tcase_add_test(tc, run_empty_and_backends);
   tcase_add_test(tc, backend_queries);
   tcase_add_test(tc, num_threads_env);

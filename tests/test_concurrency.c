@@ -57,11 +57,11 @@ static const char *const formulas[] = {"Exp(-g*SqDist(x,y))*b", "SqDist(x,y)*b",
 enum { NFORM = 4, MAXDIM = 3 };
 
 static keops_kernel_desc desc_of(int f, int axis) {
-  keops_kernel_desc d = {0};
+  keops_kernel_desc d = keops_kernel_desc_init();
   d.formula = formulas[f];
   d.aliases = aliases;
   d.n_aliases = 4;
-  d.axis = axis;
+  d.axis = tu_axis(axis);
   d.dtype = KEOPS_FLOAT32;
   return d;
 }
@@ -88,8 +88,8 @@ static void problem_free(problem *p) { free(p->x), free(p->y), free(p->b); }
 
 static int64_t out_len(const problem *p, int axis) { return (axis == 1 ? p->M : p->N) * MAXDIM; }
 
-static const keops_run_options cpu_opts = {.backend = KEOPS_BACKEND_CPU};
-static const keops_run_options ref_opts = {.backend = KEOPS_BACKEND_REFERENCE};
+static const keops_run_options cpu_opts = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_CPU};
+static const keops_run_options ref_opts = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_REFERENCE};
 
 /* The reference backend's result of formula f (out_len floats, caller frees). */
 static float *reference(keops_context *ctx, const problem *p, int f, int axis) {
@@ -731,10 +731,11 @@ static void *err_thread(void *arg) {
     switch (r % 4) {
     case 0:
       if (keops_kernel_create(j->ctx, &d, &k) != KEOPS_ERROR_ARGUMENT) j->bad++;
-      snprintf(want, sizeof want, "keops_kernel_create: axis must be 0 or 1, got %d", 100 + j->t);
+      snprintf(want, sizeof want, "keops_kernel_create: axis = %d is not a keops_axis (KEOPS_AXIS_J = 1, "
+               "KEOPS_AXIS_I = 2)", 100 + j->t);
       break;
     case 1: /* a success leaves the message alone */
-      d.axis = 1;
+      d.axis = KEOPS_AXIS_J;
       if (keops_kernel_create(j->ctx, &d, &k) != KEOPS_OK) j->bad++;
       keops_kernel_destroy(k);
       break;
@@ -747,7 +748,7 @@ static void *err_thread(void *arg) {
     }
     case 3: /* a parse error naming this thread's variable */
       snprintf(formula, sizeof formula, "x + nothing_%d_%d", j->t, r);
-      d.axis = 1;
+      d.axis = KEOPS_AXIS_J;
       d.formula = formula;
       if (keops_kernel_create(j->ctx, &d, &k) == KEOPS_OK) j->bad++;
       snprintf(want, sizeof want, "nothing_%d_%d", j->t, r);

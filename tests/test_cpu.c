@@ -64,7 +64,7 @@ static void contexts_create(void) {
 /* The matrix runner: P on the CPU backend of the target its kernel was created for. */
 static void cpu_run(prob *P, int how) {
   (void)how;
-  keops_run_options o = {.backend = KEOPS_BACKEND_CPU, .device_id = 0};
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_CPU, .device_id = 0};
   keops_status st = keops_kernel_run(P->k, P->M, P->N, (const void *const *)P->arr, P->out[0], &o);
   ck_assert_msg(st == KEOPS_OK, "%s: CPU run: %s", P->what, keops_last_error());
 }
@@ -154,7 +154,7 @@ START_TEST(sum_schemes_honoured) {
   const char *const al[] = {"x = Vi(1)", "y = Vj(1)"};
   for (int s = KEOPS_SUM_DIRECT; s <= KEOPS_SUM_KAHAN; s++)
     for (int dacc = 0; dacc < (dt == KEOPS_FLOAT32 ? 2 : 1); dacc++) {
-      keops_kernel_desc desc = {.formula = "x+y", .aliases = al, .n_aliases = 2, .axis = 1,
+      keops_kernel_desc desc = {.size = sizeof(keops_kernel_desc), .formula = "x+y", .aliases = al, .n_aliases = 2, .axis = KEOPS_AXIS_J,
                                 .dtype = dt, .sum_scheme = (keops_sum_scheme)s,
                                 .double_accumulator = dacc};
       keops_kernel *k = NULL;
@@ -163,7 +163,7 @@ START_TEST(sum_schemes_honoured) {
       float outf[M];
       const void *args[2] = {dt == KEOPS_FLOAT32 ? (void *)xs : (void *)xd, yd};
       void *outs[1] = {dt == KEOPS_FLOAT32 ? (void *)outf : (void *)out};
-      keops_run_options o = {.backend = KEOPS_BACKEND_CPU, .device_id = 0, .num_threads = 1};
+      keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_CPU, .device_id = 0, .num_threads = 1};
       ck_assert_msg(keops_kernel_run(k, M, N, args, outs, &o) == KEOPS_OK, "%s", keops_last_error());
       double bound = dacc ? 2 * u * A
                      : s == KEOPS_SUM_KAHAN ? 3 * u * A

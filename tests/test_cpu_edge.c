@@ -77,11 +77,11 @@ static const char *const aliases[] = {"x = Vi(2)", "y = Vj(2)"};
 
 static keops_kernel *make(int t, const ecase *c, int axis, keops_dtype dt, int dacc, int K) {
   int lse = c->row->family == RF_LSE;
-  keops_kernel_desc d = {.formula = lse ? "(x|y)" : "x*y",
+  keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = lse ? "(x|y)" : "x*y",
                          .aliases = aliases,
                          .n_aliases = 2,
                          .reduction = c->row->name,
-                         .axis = axis,
+                         .axis = tu_axis(axis),
                          .k = c->row->family == RF_KMIN ? K : 0,
                          .formula2 = c->f2 ? "Square(y)+1" : NULL,
                          .dtype = dt,
@@ -111,7 +111,7 @@ static void outs_free(outs *O) { free(O->o[0]), free(O->o[1]); }
 
 static void run(keops_kernel *k, keops_backend b, int64_t M, int64_t N, void *const *args,
                 outs *O, int threads, const char *what) {
-  keops_run_options o = {.backend = b, .device_id = 0, .num_threads = threads};
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = b, .device_id = 0, .num_threads = threads};
   keops_status st = keops_kernel_run(k, M, N, (const void *const *)args, O->o, &o);
   ck_assert_msg(st == KEOPS_OK, "%s: %s run: %s", what, b == KEOPS_BACKEND_CPU ? "CPU" : "reference",
                 keops_last_error());
@@ -423,8 +423,8 @@ START_TEST(special_values) {
   int vec = c->dim == 3, nargs = vec ? 1 : c->nf;
   const char *al[4] = {vec ? "x = Vi(3)" : al3[0], al3[1], al3[2], NULL};
   al[nargs] = "w = Vj(1)";
-  keops_kernel_desc d = {.formula = c->formula, .aliases = al, .n_aliases = nargs + 1,
-                         .axis = 1, .dtype = dt};
+  keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = c->formula, .aliases = al, .n_aliases = nargs + 1,
+                         .axis = KEOPS_AXIS_J, .dtype = dt};
   keops_kernel *k = NULL;
   ck_assert_msg(keops_kernel_create(ctxs[t], &d, &k) == KEOPS_OK, "%s: %s", c->formula,
                 keops_last_error());
@@ -482,7 +482,7 @@ START_TEST(half_powers) {
     char f[64];
     snprintf(f, sizeof f, "Powf(x-y,RatCst(%d,2))", ks[q]);
     const char *const al[] = {"x = Vi(1)", "y = Vj(1)"};
-    keops_kernel_desc d = {.formula = f, .aliases = al, .n_aliases = 2, .axis = 1, .dtype = dt};
+    keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = f, .aliases = al, .n_aliases = 2, .axis = KEOPS_AXIS_J, .dtype = dt};
     keops_kernel *k = NULL;
     ck_assert_msg(keops_kernel_create(ctxs[0], &d, &k) == KEOPS_OK, "%s", keops_last_error());
     outs o = outs_new(k, M);
@@ -565,7 +565,7 @@ START_TEST(more_than_2_31_pairs) {
   enum { M = 70000, N = 40000 };
   int axis = _i;
   const char *const al[] = {"x = Vi(1)", "y = Vj(1)"};
-  keops_kernel_desc d = {.formula = "(x|y)", .aliases = al, .n_aliases = 2, .axis = axis};
+  keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = "(x|y)", .aliases = al, .n_aliases = 2, .axis = tu_axis(axis)};
   keops_kernel *k = NULL;
   ck_assert_msg(keops_kernel_create(ctxs[0], &d, &k) == KEOPS_OK, "%s", keops_last_error());
   tu_rng r = tu_seed(8);
@@ -577,7 +577,7 @@ START_TEST(more_than_2_31_pairs) {
   float *out = malloc(sizeof(float) * (size_t)rows);
   const void *args[2] = {x, y};
   void *outs1[1] = {out};
-  keops_run_options o = {.backend = KEOPS_BACKEND_CPU, .device_id = 0, .num_threads = 0};
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_CPU, .device_id = 0, .num_threads = 0};
   ck_assert_msg(keops_kernel_run(k, M, N, args, outs1, &o) == KEOPS_OK, "%s", keops_last_error());
   const float *rv = axis ? x : y, *red = axis ? y : x;
   for (int64_t q = 0; q < rows; q++)
@@ -626,7 +626,7 @@ typedef struct job {
 
 static void *job_run(void *arg) {
   job *J = arg;
-  keops_run_options o = {.backend = KEOPS_BACKEND_CPU, .device_id = 0, .num_threads = 0};
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_CPU, .device_id = 0, .num_threads = 0};
   J->ok = 1;
   for (int rep = 0; rep < 10 && J->ok; rep++) {
     J->ok = keops_kernel_run(J->k, J->D->M, J->D->N, (const void *const *)J->D->args, J->O.o, &o) ==

@@ -77,7 +77,7 @@ static int run_case(long i, int attempt) {
   if (verbose) {
     fprintf(stderr, "case %ld.%d: %s(%s%s%s) k=%d axis=%d %s %s dacc=%d target=%s threads=%d M=%lld N=%lld %s:",
             i, attempt, c->desc.reduction, c->formula, c->desc.formula2 ? ", " : "",
-            c->desc.formula2 ? c->desc.formula2 : "", c->desc.k, c->desc.axis,
+            c->desc.formula2 ? c->desc.formula2 : "", c->desc.k, c->desc.axis == KEOPS_AXIS_J,
             c->desc.dtype == KEOPS_FLOAT32 ? "float32" : "float64", kd_scheme_name(c->desc.sum_scheme),
             c->desc.double_accumulator, kd_target_names[c->target], c->threads, (long long)c->M,
             (long long)c->N, kd_domain_names[c->domain]);
@@ -143,7 +143,7 @@ static int run_case(long i, int attempt) {
     gn_mark_ops(c->desc.formula2, cov.op);
     for (int r = 0; r < gn_nreductions(); r++)
       if (!strcmp(gn_reduction(r), c->desc.reduction)) cov.red[r] = 1;
-    cov.axis[c->desc.axis] = cov.dtype[c->desc.dtype == KEOPS_FLOAT64] = 1;
+    cov.axis[c->desc.axis == KEOPS_AXIS_J] = cov.dtype[c->desc.dtype == KEOPS_FLOAT64] = 1;
     if (!strcmp(c->desc.reduction, "Sum")) cov.scheme[c->desc.sum_scheme] = 1;
     cov.target[t] = 1;
     cov.jsplit |= c->jsplit;

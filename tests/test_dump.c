@@ -77,8 +77,8 @@ END_TEST
 
 /* The canonical text is the same for differently spaced formulas. */
 START_TEST(canonical_spacing) {
-  result a = run_dump("'x+y' 'x = Vi(3)' 'y = Vj(3)'", 0);
-  result b = run_dump("' x  +   y ' 'x=Vi(3)' 'y =Vj( 3 )'", 0);
+  result a = run_dump("--axis=j 'x+y' 'x = Vi(3)' 'y = Vj(3)'", 0);
+  result b = run_dump("--axis=1 ' x  +   y ' 'x=Vi(3)' 'y =Vj( 3 )'", 0);
   ck_assert_int_eq(a.status, 0);
   ck_assert_str_eq(a.text, b.text);
   free(a.text);
@@ -92,12 +92,13 @@ START_TEST(bad_input) {
   keops_context *ctx;
   keops_kernel *k;
   ck_assert_int_eq(keops_context_create(&ctx), KEOPS_OK);
-  keops_kernel_desc d = {0};
+  keops_kernel_desc d = keops_kernel_desc_init();
   d.formula = "Square(p-a)*Exx(x+y)";
   d.aliases = aliases;
   d.n_aliases = 4;
+  d.axis = KEOPS_AXIS_I;
   ck_assert_int_ne(keops_kernel_create(ctx, &d, &k), KEOPS_OK);
-  result r = run_dump("'Square(p-a)*Exx(x+y)' " SEED_ALIASES, 1);
+  result r = run_dump("--axis=0 'Square(p-a)*Exx(x+y)' " SEED_ALIASES, 1);
   ck_assert_int_eq(r.status, 1);
   char want[8192];
   snprintf(want, sizeof want, "%s\n", keops_last_error());
@@ -107,7 +108,7 @@ START_TEST(bad_input) {
   d.formula = "x";
   d.reduction = "KMin";
   ck_assert_int_ne(keops_kernel_create(ctx, &d, &k), KEOPS_OK);
-  r = run_dump("--reduction=KMin x " SEED_ALIASES, 1);
+  r = run_dump("--axis=i --reduction=KMin x " SEED_ALIASES, 1);
   ck_assert_int_eq(r.status, 1);
   snprintf(want, sizeof want, "%s\n", keops_last_error());
   ck_assert_str_eq(r.text, want);
@@ -122,13 +123,17 @@ START_TEST(command_line) {
   ck_assert_ptr_nonnull(strstr(r.text, "usage: keops-dump"));
   free(r.text);
   static const char *const bad[] = {"--emit=sass x 'x = Vi(1)'", "--axis=one x 'x = Vi(1)'",
-                                    "--bogus x 'x = Vi(1)'", "", "--dtype=int64 x 'x = Vi(1)'"};
-  for (int k = 0; k < 5; k++) {
+                                    "--bogus x 'x = Vi(1)'", "", "--dtype=int64 x 'x = Vi(1)'",
+                                    "x 'x = Vi(1)'" /* no --axis: no default */};
+  for (int k = 0; k < 6; k++) {
     r = run_dump(bad[k], 1);
     ck_assert_msg(r.status == 2, "keops-dump %s: exit %d", bad[k], r.status);
     ck_assert_msg(strstr(r.text, "usage: keops-dump"), "keops-dump %s: no usage", bad[k]);
     free(r.text);
   }
+  r = run_dump("x 'x = Vi(1)'", 1);
+  ck_assert_ptr_nonnull(strstr(r.text, "keops-dump: missing --axis: 1 (or j) reduces over j"));
+  free(r.text);
   /* a formula starting with '-' after "--" */
   r = run_dump("--axis=1 -- '-x' 'x = Vi(2)'", 0);
   ck_assert_int_eq(r.status, 0);

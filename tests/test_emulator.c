@@ -261,7 +261,7 @@ static char *emu_compile(const fe_program *p, kc_out out, size_t *len) {
 
 START_TEST(generated_code_is_checked) {
   const char *const al[] = {"x = Vi(2)", "y = Vj(2)"};
-  keops_kernel_desc d = {.formula = "SqDist(x,y)", .aliases = al, .n_aliases = 2, .axis = 1};
+  keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = "SqDist(x,y)", .aliases = al, .n_aliases = 2, .axis = KEOPS_AXIS_J};
   kerr e;
   kerr_clear(&e);
   fe_program *p = fe_build(&d, &e);
@@ -333,7 +333,7 @@ END_TEST
  * would stay 2^24, each 1 rounding away). */
 START_TEST(combine_adds_in_double) {
   const char *const al[] = {"x = Vj(1)"};
-  keops_kernel_desc d = {.formula = "x", .aliases = al, .n_aliases = 1, .axis = 1, .sum_scheme = KEOPS_SUM_DIRECT};
+  keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = "x", .aliases = al, .n_aliases = 1, .axis = KEOPS_AXIS_J, .sum_scheme = KEOPS_SUM_DIRECT};
   kerr e;
   kerr_clear(&e);
   fe_program *p = fe_build(&d, &e);

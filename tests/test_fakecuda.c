@@ -238,7 +238,7 @@ static rt_dptr dcopy(const void *h, size_t bytes) {
  * stream of the test's, asynchronous: the test synchronises that stream and copies back. */
 static keops_status gpu_run(keops_kernel *k, int64_t M, int64_t N, void *const *args,
                             void *const *outs, int devp) {
-  keops_run_options o = {.backend = KEOPS_BACKEND_GPU, .device_pointers = devp};
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_GPU, .device_pointers = devp};
   if (!devp) return keops_kernel_run(k, M, N, (const void *const *)args, outs, &o);
   const fe_program *p = rt_kernel_program(k);
   int64_t rows = p->axis ? M : N;
@@ -329,8 +329,8 @@ static const char *const run_aliases[] = {"x = Vi(3)", "y = Vj(3)", "b = Vj(2)"}
 
 /* The kernel of split_run: 3 rows over 4096 reduced indices split j on the fake's device. */
 static keops_kernel *split_kernel(keops_context *c, keops_dtype dt) {
-  keops_kernel_desc d = {.formula = "Exp(-SqDist(x,y))*b", .aliases = run_aliases, .n_aliases = 3,
-                         .axis = 1, .dtype = dt};
+  keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = "Exp(-SqDist(x,y))*b", .aliases = run_aliases, .n_aliases = 3,
+                         .axis = KEOPS_AXIS_J, .dtype = dt};
   return mx_make(c, &d);
 }
 
@@ -340,7 +340,7 @@ static keops_status split_run(keops_context *c, keops_dtype dt, char *msg, size_
   keops_kernel *k = split_kernel(c, dt);
   prob P;
   mx_prob_init(&P, k, 3, 4096, NULL, 0, NULL, 77);
-  keops_run_options o = {.backend = KEOPS_BACKEND_GPU};
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_GPU};
   keops_status st = keops_kernel_run(k, 3, 4096, (const void *const *)P.arr, P.out[0], &o);
   snprintf(msg, n, "%s", st ? keops_last_error() : "");
   if (st == KEOPS_OK) {
@@ -360,12 +360,12 @@ static void still_usable(const char *what, int kept) {
   keops_context *c;
   ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s: new context: %s", what, keops_last_error());
   const char *const al[] = {"x = Vi(2)", "y = Vj(2)"};
-  keops_kernel_desc d = {.formula = "SqDist(x,y)", .aliases = al, .n_aliases = 2, .axis = 1};
+  keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = "SqDist(x,y)", .aliases = al, .n_aliases = 2, .axis = KEOPS_AXIS_J};
   keops_kernel *k = mx_make(c, &d);
   double x[6] = {0, 1, 2, 3, 4, 5}, y[4] = {1, 1, 2, 2}, out[3];
   const void *args[2] = {x, y};
   void *outs[1] = {out};
-  keops_run_options o = {.backend = KEOPS_BACKEND_CPU};
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_CPU};
   ck_assert_msg(keops_kernel_run(k, 3, 2, args, outs, &o) == KEOPS_OK, "%s: CPU run: %s", what,
                 keops_last_error());
   keops_kernel_destroy(k);
@@ -462,8 +462,8 @@ START_TEST(sticky_fault) {
   for (int fresh = 0; fresh < 2; fresh++) {
     keops_context *cc = c;
     if (fresh) ck_assert_msg(keops_context_create(&cc) == KEOPS_OK, "%s", keops_last_error());
-    keops_kernel_desc d = {.formula = "Exp(-SqDist(x,y))*b", .aliases = run_aliases, .n_aliases = 3,
-                           .axis = 1};
+    keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = "Exp(-SqDist(x,y))*b", .aliases = run_aliases, .n_aliases = 3,
+                           .axis = KEOPS_AXIS_J};
     keops_kernel *k = mx_make(cc, &d);
     ck_assert_int_eq(keops_kernel_backend(k, NULL), KEOPS_BACKEND_CPU);
     prob P;
@@ -497,8 +497,8 @@ START_TEST(auto_choice) {
   if (_i == 2) ck_assert_int_eq(fake.set_devices(1, 8000), 0);
   keops_context *c;
   ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
-  keops_kernel_desc kd = {.formula = "Exp(-SqDist(x,y))*b", .aliases = run_aliases, .n_aliases = 3,
-                          .axis = 1};
+  keops_kernel_desc kd = {.size = sizeof(keops_kernel_desc), .formula = "Exp(-SqDist(x,y))*b", .aliases = run_aliases, .n_aliases = 3,
+                          .axis = KEOPS_AXIS_J};
   keops_kernel *k = mx_make(c, &kd);
   const char *autod = keops_backend_describe(c, KEOPS_BACKEND_AUTO);
   if (!why[_i]) {
@@ -516,7 +516,7 @@ START_TEST(auto_choice) {
                 "%s: %s", P.what, keops_last_error());
   mx_prob_reference(&P);
   mx_check_outputs(&P);
-  keops_run_options o = {.backend = KEOPS_BACKEND_GPU};
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_GPU};
   keops_status st = keops_kernel_run(k, 5, 300, (const void *const *)P.arr, P.out[0], &o);
   ck_assert_msg(why[_i] ? st != KEOPS_OK : st == KEOPS_OK, "case %d: the GPU backend: %s (%s)", _i,
                 keops_status_string(st), keops_last_error());
@@ -551,8 +551,8 @@ START_TEST(user_context_pointers) {
   ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
   keops_dtype dt = mx_dtype_of(_i % 2);
   int64_t M = _i / 2 ? 3 : 300, N = 4096;
-  keops_kernel_desc d = {.formula = "Exp(-SqDist(x,y))*b", .aliases = run_aliases, .n_aliases = 3,
-                         .axis = 1, .dtype = dt};
+  keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = "Exp(-SqDist(x,y))*b", .aliases = run_aliases, .n_aliases = 3,
+                         .axis = KEOPS_AXIS_J, .dtype = dt};
   keops_kernel *k = mx_make(c, &d);
   prob P;
   mx_prob_init(&P, k, M, N, NULL, 0, NULL, 11);
@@ -569,7 +569,7 @@ START_TEST(user_context_pointers) {
   TU_OK(cu->sync(NULL, &e_));
   ck_assert_int_eq(pop(&popped), 0);
   ck_assert_ptr_eq(popped, uc);
-  keops_run_options o = {.backend = KEOPS_BACKEND_GPU, .device_pointers = 1, .stream = s};
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_GPU, .device_pointers = 1, .stream = s};
   keops_status st = keops_kernel_run(k, M, N, (const void *const *)da, dout, &o);
   ck_assert_msg(st == KEOPS_OK, "%s: %s", P.what, keops_last_error());
   fakecuda_live l;
@@ -587,7 +587,7 @@ START_TEST(user_context_pointers) {
   mx_check_outputs(&P);
   ck_assert_int_eq(pop(&popped), 0);
   /* a Zero formula on outputs of the user's context */
-  keops_kernel_desc z = {.formula = "Zero(2)", .aliases = run_aliases, .n_aliases = 3, .axis = 1,
+  keops_kernel_desc z = {.size = sizeof(keops_kernel_desc), .formula = "Zero(2)", .aliases = run_aliases, .n_aliases = 3, .axis = KEOPS_AXIS_J,
                          .dtype = dt};
   keops_kernel *kz = mx_make(c, &z);
   st = keops_kernel_run(kz, M, N, (const void *const *)da, dout, &o);
@@ -622,7 +622,7 @@ START_TEST(shared_limits) {
   keops_context *c;
   ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
   const char *const al[] = {"x = Vi(100)", "y = Vj(100)"};
-  keops_kernel_desc kd = {.formula = "Exp(-SqDist(x,y))", .aliases = al, .n_aliases = 2, .axis = 1,
+  keops_kernel_desc kd = {.size = sizeof(keops_kernel_desc), .formula = "Exp(-SqDist(x,y))", .aliases = al, .n_aliases = 2, .axis = KEOPS_AXIS_J,
                           .dtype = KEOPS_FLOAT64};
   keops_kernel *k = mx_make(c, &kd);
   prob P;
@@ -678,12 +678,12 @@ START_TEST(cpu_only_never_opens_the_driver) {
   keops_context *c;
   ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
   const char *const al[] = {"x = Vi(2)", "y = Vj(2)"};
-  keops_kernel_desc d = {.formula = "SqDist(x,y)", .aliases = al, .n_aliases = 2, .axis = 1};
+  keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = "SqDist(x,y)", .aliases = al, .n_aliases = 2, .axis = KEOPS_AXIS_J};
   keops_kernel *k = mx_make(c, &d);
   float x[4] = {0, 1, 2, 3}, y[2] = {1, 1}, out[2];
   const void *args[2] = {x, y};
   void *outs[1] = {out};
-  keops_run_options o = {.backend = KEOPS_BACKEND_CPU};
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_CPU};
   ck_assert_msg(keops_kernel_run(k, 2, 1, args, outs, &o) == KEOPS_OK, "%s", keops_last_error());
   ck_assert(out[0] == 1 && out[1] == 5);
   ck_assert_int_eq(keops_kernel_backend(k, &o), KEOPS_BACKEND_CPU);
@@ -702,14 +702,14 @@ START_TEST(two_devices) {
   ck_assert_int_eq(fake.set_devices(2, 12080), 0);
   keops_context *c;
   ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
-  keops_kernel_desc kd = {.formula = "Exp(-SqDist(x,y))*b", .aliases = run_aliases, .n_aliases = 3,
-                          .axis = 0};
+  keops_kernel_desc kd = {.size = sizeof(keops_kernel_desc), .formula = "Exp(-SqDist(x,y))*b", .aliases = run_aliases, .n_aliases = 3,
+                          .axis = KEOPS_AXIS_I};
   keops_kernel *k = mx_make(c, &kd);
   for (int dev = 0; dev < 2; dev++) {
     prob P;
     mx_prob_init(&P, k, 40, 30, NULL, 0, NULL, 6 + (uint64_t)dev);
     snprintf(P.what, sizeof P.what, "device %d of 2", dev);
-    keops_run_options o = {.backend = KEOPS_BACKEND_GPU, .device_id = dev};
+    keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_GPU, .device_id = dev};
     ck_assert_msg(keops_kernel_run(k, 40, 30, (const void *const *)P.arr, P.out[0], &o) == KEOPS_OK,
                   "%s: %s", P.what, keops_last_error());
     mx_prob_reference(&P);
@@ -720,7 +720,7 @@ START_TEST(two_devices) {
       for (int q = 0; q < 3; q++)
         da[q] = (void *)(uintptr_t)dcopy(P.arr[q], (size_t)(q ? 30 : 40) * (q == 2 ? 2 : 3) * 4);
       cu->leave();
-      keops_run_options od = {.backend = KEOPS_BACKEND_GPU, .device_pointers = 1};
+      keops_run_options od = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_GPU, .device_pointers = 1};
       keops_status st = keops_kernel_run(k, 40, 30, (const void *const *)da, dout, &od);
       ck_assert_msg(st == KEOPS_ERROR_ARGUMENT && strstr(keops_last_error(), "device 1"),
                     "%s: %s", keops_status_string(st), keops_last_error());
@@ -794,7 +794,7 @@ static counts counts_since(keops_context *c, counts a) {
 static keops_status checked_run(keops_kernel *k, int64_t M, int64_t N, uint64_t seed, const char *what) {
   prob P;
   mx_prob_init(&P, k, M, N, NULL, 0, NULL, seed);
-  keops_run_options o = {.backend = KEOPS_BACKEND_GPU};
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_GPU};
   keops_status st = keops_kernel_run(k, M, N, (const void *const *)P.arr, P.out[0], &o);
   if (st == KEOPS_OK) {
     snprintf(P.what, sizeof P.what, "%s (M = %lld, N = %lld)", what, (long long)M, (long long)N);
@@ -855,7 +855,7 @@ START_TEST(scratch_bound) {
   keops_context *c;
   ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
   const char *const al[] = {"x = Vi(1000)", "b = Vj(1)"};
-  keops_kernel_desc d = {.formula = "SqNorm2(x)*b", .aliases = al, .n_aliases = 2, .axis = 1};
+  keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = "SqNorm2(x)*b", .aliases = al, .n_aliases = 2, .axis = KEOPS_AXIS_J};
   keops_kernel *k = mx_make(c, &d);
   ck_assert_msg(checked_run(k, 17000, 2, 3, "a 68 MB input") == KEOPS_OK, "%s", keops_last_error());
   fakecuda_live l;
@@ -880,7 +880,7 @@ typedef struct held_run {
 
 static void *held_thread(void *arg) {
   held_run *h = arg;
-  keops_run_options o = {.backend = KEOPS_BACKEND_GPU};
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_GPU};
   h->st = keops_kernel_run(h->k, h->P->M, h->P->N, (const void *const *)h->P->arr, h->P->out[0], &o);
   return NULL;
 }
@@ -904,7 +904,7 @@ START_TEST(scratch_not_shared) {
   for (int w = 0; w < 20000 && !fake.held(); w++) usleep(1000);
   int held = fake.held();
   counts a = counts_now(c);
-  keops_run_options o = {.backend = KEOPS_BACKEND_GPU};
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_GPU};
   keops_status st = keops_kernel_run(k, B.M, B.N, (const void *const *)B.arr, B.out[0], &o);
   long allocs = counts_since(c, a).alloc;
   fake.release();

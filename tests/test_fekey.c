@@ -77,8 +77,8 @@ END_TEST
 static const char *const good_aliases[] = {"x = Vi(3)", "y = Vj(3)", "b = Vj(2)", "p = Pm(1)"};
 
 static fe_program *good(void) {
-  keops_kernel_desc d = {.formula = "Exp(-p*SqDist(x,y))*b + Sum(x)", .aliases = good_aliases,
-                         .n_aliases = 4, .reduction = "Sum", .axis = 0};
+  keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = "Exp(-p*SqDist(x,y))*b + Sum(x)", .aliases = good_aliases,
+                         .n_aliases = 4, .reduction = "Sum", .axis = KEOPS_AXIS_I};
   kerr e;
   kerr_clear(&e);
   fe_program *p = fe_build(&d, &e);
@@ -170,8 +170,8 @@ START_TEST(bad_keys) {
   refused(dk, NULL);
   free(dk);
   /* fast_math = 1 is in the key, and comes back from it */
-  keops_kernel_desc d = {.formula = "Exp(-p*SqDist(x,y))*b", .aliases = good_aliases, .n_aliases = 4,
-                         .axis = 1, .fast_math = 1};
+  keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = "Exp(-p*SqDist(x,y))*b", .aliases = good_aliases, .n_aliases = 4,
+                         .axis = KEOPS_AXIS_J, .fast_math = 1};
   kerr e;
   kerr_clear(&e);
   fe_program *f = fe_build(&d, &e), *g = f ? fe_from_key(f->key, &e) : NULL;
@@ -196,8 +196,8 @@ END_TEST
 START_TEST(mutated_keys) {
   static const char *const al[] = {"x = Vi(2)", "y = Vj(2)", "w = Vj(1)"};
   static const char *const reds[] = {"Sum", "ArgKMin", "LogSumExp", "Max_ArgMax"};
-  keops_kernel_desc d = {.formula = "Sin(x-y)*Exp(-Square(x|y))", .aliases = al, .n_aliases = 3,
-                         .reduction = reds[_i % 4], .axis = _i % 2,
+  keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = "Sin(x-y)*Exp(-Square(x|y))", .aliases = al, .n_aliases = 3,
+                         .reduction = reds[_i % 4], .axis = tu_axis(_i % 2),
                          .k = _i % 4 == 1 ? 3 : 0, .formula2 = _i % 4 == 2 ? "w" : NULL};
   if (_i % 4 == 2) d.formula = "(x|y)";
   if (_i % 4 == 3) d.formula = "TensorDot(x, y, [2], [2], [0], [0])";

@@ -85,7 +85,7 @@ static rt_stream *test_stream;
 static keops_status gpu_run(keops_kernel *k, int64_t M, int64_t N, void *const *args,
                             void *const *outs, int devp, int dev) {
   if (dry) devp = 0;
-  keops_run_options o = {.backend = dry ? KEOPS_BACKEND_CPU : KEOPS_BACKEND_GPU, .device_id = dev,
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = dry ? KEOPS_BACKEND_CPU : KEOPS_BACKEND_GPU, .device_id = dev,
                          .device_pointers = devp};
   if (!devp) return keops_kernel_run(k, M, N, (const void *const *)args, outs, &o);
   const fe_program *p = rt_kernel_program(k);
@@ -211,8 +211,8 @@ static void build_ecases(void) {
 static keops_kernel *make_edge(const ecase *c, int axis, keops_dtype dt, int dacc, int K) {
   static const char *const al[] = {"x = Vi(2)", "y = Vj(2)"};
   int lse = c->row->family == RF_LSE;
-  keops_kernel_desc d = {.formula = lse ? "(x|y)" : "x*y", .aliases = al, .n_aliases = 2,
-                         .reduction = c->row->name, .axis = axis,
+  keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = lse ? "(x|y)" : "x*y", .aliases = al, .n_aliases = 2,
+                         .reduction = c->row->name, .axis = tu_axis(axis),
                          .k = c->row->family == RF_KMIN ? K : 0,
                          .formula2 = c->f2 ? "Square(y)+1" : NULL, .dtype = dt,
                          .double_accumulator = dacc};
@@ -367,8 +367,8 @@ START_TEST(float32_exp_bounds) {
   for (int q = 0; q < n; q++) x32[q] = (float)xs[q];
   for (int fast = 0; fast < 2; fast++)
     for (int scaled = 0; scaled < 2; scaled++) {
-      keops_kernel_desc d = {.formula = scaled ? "Exp(c*(x-y))" : "Exp(x-y)", .aliases = al,
-                             .n_aliases = 3, .axis = 1, .fast_math = fast};
+      keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = scaled ? "Exp(c*(x-y))" : "Exp(x-y)", .aliases = al,
+                             .n_aliases = 3, .axis = KEOPS_AXIS_J, .fast_math = fast};
       keops_kernel *k = make(&d);
       for (size_t ci = 0; ci < (scaled ? sizeof cs / sizeof *cs : 1); ci++) {
         float c = (float)cs[ci];
@@ -400,7 +400,7 @@ START_TEST(float32_denormals) {
   const char *const al[] = {"x = Vi(1)", "y = Vj(1)"};
   const double xs[4] = {1e-40, -1e-40, -100, 1}, ys[3] = {1, 1, 1};
   for (int f64 = 0; f64 < 2; f64++) {
-    keops_kernel_desc d = {.formula = "Concat(Sign(x), Exp(x))*y", .aliases = al, .n_aliases = 2, .axis = 1,
+    keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = "Concat(Sign(x), Exp(x))*y", .aliases = al, .n_aliases = 2, .axis = KEOPS_AXIS_J,
                            .dtype = f64 ? KEOPS_FLOAT64 : KEOPS_FLOAT32};
     keops_kernel *k = make(&d);
     void *x = tu_to_dtype(xs, 4, d.dtype), *y = tu_to_dtype(ys, 3, d.dtype);
@@ -408,7 +408,7 @@ START_TEST(float32_denormals) {
       double o64[8];
       float o32[8];
       void *args[2] = {x, y}, *outs[1] = {f64 ? (void *)o64 : (void *)o32};
-      keops_run_options cpu = {.backend = KEOPS_BACKEND_CPU};
+      keops_run_options cpu = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_CPU};
       keops_status st = gpu ? gpu_run(k, 4, 3, args, outs, 0, 0)
                             : keops_kernel_run(k, 4, 3, (const void *const *)args, outs, &cpu);
       ck_assert_msg(st == KEOPS_OK, "%s", keops_last_error());
@@ -463,7 +463,7 @@ START_TEST(more_than_2_31_pairs) {
   enum { M = 70000, N = 40000 };
   int axis = _i % 2, devp = _i / 2;
   const char *const al[] = {"x = Vi(1)", "y = Vj(1)"};
-  keops_kernel_desc d = {.formula = "(x|y)", .aliases = al, .n_aliases = 2, .axis = axis};
+  keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = "(x|y)", .aliases = al, .n_aliases = 2, .axis = tu_axis(axis)};
   keops_kernel *k = make(&d);
   tu_rng r = tu_seed(8);
   float *x = malloc(sizeof(float) * M), *y = malloc(sizeof(float) * N);
@@ -488,7 +488,7 @@ END_TEST
 START_TEST(devices_and_pointers) {
   if (dry) return;
   const char *const al[] = {"x = Vi(3)", "y = Vj(3)"};
-  keops_kernel_desc d = {.formula = "SqDist(x,y)", .aliases = al, .n_aliases = 2, .axis = 1};
+  keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = "SqDist(x,y)", .aliases = al, .n_aliases = 2, .axis = KEOPS_AXIS_J};
   keops_kernel *k = make(&d);
   ck_assert_int_eq(keops_kernel_backend(k, NULL), KEOPS_BACKEND_GPU); /* AUTO: the GPU */
   float x[3 * 4] = {0}, y[3 * 5] = {0}, out[4];
@@ -499,7 +499,7 @@ START_TEST(devices_and_pointers) {
                 keops_status_string(st), keops_last_error());
   ck_assert_msg(gpu_run(k, 4, 5, args, outs, 1, 0) == KEOPS_OK, "%s", keops_last_error());
   /* host memory given as device pointers: an error, not a crash */
-  keops_run_options o = {.backend = KEOPS_BACKEND_GPU, .device_pointers = 1};
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_GPU, .device_pointers = 1};
   st = keops_kernel_run(k, 4, 5, (const void *const *)args, outs, &o);
   ck_assert_msg(st == KEOPS_ERROR_ARGUMENT || st == KEOPS_ERROR_DEVICE, "host pointers: %s",
                 keops_status_string(st));
@@ -528,8 +528,8 @@ END_TEST
  * start as 0x5a bytes), for Sum over either axis and both dtypes; host outputs too. */
 START_TEST(zero_formula_device_pointers) {
   const char *const al[] = {"x = Vi(3)", "y = Vj(2)"};
-  keops_kernel_desc d = {.formula = "Zero(3)*Sum(x)+(x-x)", .aliases = al, .n_aliases = 2,
-                         .axis = _i % 2, .dtype = _i / 2 ? KEOPS_FLOAT64 : KEOPS_FLOAT32};
+  keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = "Zero(3)*Sum(x)+(x-x)", .aliases = al, .n_aliases = 2,
+                         .axis = tu_axis(_i % 2), .dtype = _i / 2 ? KEOPS_FLOAT64 : KEOPS_FLOAT32};
   keops_kernel *k = make(&d);
   ck_assert_msg(rt_kernel_program(k)->zero, "%s does not simplify to Zero", d.formula);
   for (int devp = 0; devp < 2; devp++) {
@@ -552,7 +552,7 @@ END_TEST
 START_TEST(no_device_contract) {
   int gpu = rt_gpu_usable(cu);
   const char *const al[] = {"x = Vi(2)", "y = Vj(2)"};
-  keops_kernel_desc d = {.formula = "Exp(-SqDist(x,y))", .aliases = al, .n_aliases = 2, .axis = 1};
+  keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = "Exp(-SqDist(x,y))", .aliases = al, .n_aliases = 2, .axis = KEOPS_AXIS_J};
   keops_kernel *k = make(&d);
   double xy0[2 * 6], xy1[2 * 9], *xy[2] = {xy0, xy1};
   tu_rng r = tu_seed(3);
@@ -560,7 +560,7 @@ START_TEST(no_device_contract) {
   for (int q = 0; q < 18; q++) xy1[q] = tu_uniform(&r, -1, 1);
   prob P;
   mx_prob_init(&P, k, 6, 9, NULL, 0, xy, 0);
-  keops_run_options o = {.backend = KEOPS_BACKEND_CPU, .device_pointers = 1};
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_CPU, .device_pointers = 1};
   keops_status st = keops_kernel_run(k, 6, 9, (const void *const *)P.arr, P.out[0], &o);
   ck_assert_msg(st == KEOPS_ERROR_ARGUMENT && *keops_last_error(), "device pointers on the CPU: %s",
                 keops_status_string(st));
@@ -584,14 +584,14 @@ START_TEST(no_device_contract) {
                     keops_last_error());
     }
     /* a Zero formula with device pointers needs the device too */
-    keops_kernel_desc z = {.formula = "Zero(2)", .aliases = al, .n_aliases = 2, .axis = 1};
+    keops_kernel_desc z = {.size = sizeof(keops_kernel_desc), .formula = "Zero(2)", .aliases = al, .n_aliases = 2, .axis = KEOPS_AXIS_J};
     keops_kernel *kz = make(&z);
     st = keops_kernel_run(kz, 6, 9, (const void *const *)P.arr, P.out[0], &o);
     ck_assert_msg(st == KEOPS_ERROR_NO_DEVICE, "Zero with device pointers: %s", keops_status_string(st));
     keops_kernel_destroy(kz);
   }
   /* the context still works: a CPU run against the reference */
-  o = (keops_run_options){.backend = KEOPS_BACKEND_CPU};
+  o = (keops_run_options){.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_CPU};
   ck_assert_msg(keops_kernel_run(k, 6, 9, (const void *const *)P.arr, P.out[0], &o) == KEOPS_OK,
                 "CPU run after the failures: %s", keops_last_error());
   o.backend = KEOPS_BACKEND_REFERENCE;

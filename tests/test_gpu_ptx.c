@@ -64,13 +64,13 @@ static int kmin_k = 3; /* K of K-min reductions: 3 unrolls the insertion, 40 kee
 /* Builds (formula, reduction, axis, dtype), emits PTX for sm, and assembles it. */
 static void check_one(const char *formula, const char *reduction, const char *f2, int axis,
                       keops_dtype dt, const char *sm) {
-  keops_kernel_desc d = {0};
+  keops_kernel_desc d = keops_kernel_desc_init();
   d.formula = formula;
   d.aliases = ALIASES;
   d.n_aliases = NALIASES;
   d.reduction = reduction;
   d.formula2 = f2;
-  d.axis = axis;
+  d.axis = tu_axis(axis);
   d.dtype = dt;
   d.k = strstr(reduction, "KMin") ? kmin_k : 0;
   kerr e;
@@ -150,12 +150,12 @@ END_TEST
 
 /* The kernel reads the j-variables from the shared tile and declares its launch bound. */
 START_TEST(kernel_shape) {
-  keops_kernel_desc d = {0};
+  keops_kernel_desc d = keops_kernel_desc_init();
   static const char *const al[] = {"x = Vi(3)", "y = Vj(3)", "b = Vj(1)", "g = Pm(1)"};
   d.formula = "Exp(-g*SqDist(x,y))*b";
   d.aliases = al;
   d.n_aliases = 4;
-  d.axis = 1;
+  d.axis = KEOPS_AXIS_J;
   kerr e;
   kerr_clear(&e);
   fe_program *p = fe_build(&d, &e);

@@ -237,12 +237,12 @@ static void check_close(double got, double want, keops_dtype dt, const char *wha
 
 /* Runs case c on pb with o and compares every output row with ref_row. */
 static void run_case(const struct rcase *c, const prob *pb, const run_opts *o) {
-  keops_kernel_desc desc = {0};
+  keops_kernel_desc desc = keops_kernel_desc_init();
   desc.formula = o->formula ? o->formula : is_lse(c->kind) ? f_lse : f_vec;
   desc.aliases = aliases;
   desc.n_aliases = 4;
   desc.reduction = c->name;
-  desc.axis = o->axis;
+  desc.axis = tu_axis(o->axis);
   desc.k = is_kmin(c->kind) ? o->K : 0;
   desc.formula2 = c->f2 ? f_w : NULL;
   desc.dtype = o->dt;
@@ -271,7 +271,7 @@ static void run_case(const struct rcase *c, const prob *pb, const run_opts *o) {
         o->dt == KEOPS_FLOAT32 ? malloc(sizeof(float) * (size_t)(rows * w + 1)) : (void *)vals;
   }
   if (has_idx(c->kind)) ck_assert_int_eq(keops_kernel_output_dtype(k, nout - 1), KEOPS_INT64);
-  keops_run_options ro = {0};
+  keops_run_options ro = keops_run_options_init();
   ro.backend = KEOPS_BACKEND_REFERENCE;
   st = keops_kernel_run(k, pb->M, pb->N, (const void *const *)in, outs, &ro);
   ck_assert_msg(st == KEOPS_OK, "%s: run: %s", c->name, keops_last_error());
@@ -345,18 +345,18 @@ END_TEST
 /* F = y, one component, known answers including KeOps's documented tie example. */
 static void run_y(const char *red, int K, const double *y, int64_t N, double *vals, int64_t *idxs) {
   const char *al[1] = {"y = Vj(1)"};
-  keops_kernel_desc desc = {.formula = "y",
+  keops_kernel_desc desc = {.size = sizeof(keops_kernel_desc), .formula = "y",
                             .aliases = al,
                             .n_aliases = 1,
                             .reduction = red,
-                            .axis = 1,
+                            .axis = KEOPS_AXIS_J,
                             .k = K,
                             .dtype = KEOPS_FLOAT64};
   keops_kernel *k = NULL;
   ck_assert_msg(keops_kernel_create(ctx, &desc, &k) == KEOPS_OK, "%s", keops_last_error());
   const void *in[1] = {y};
   void *outs[2] = {vals ? (void *)vals : (void *)idxs, idxs};
-  keops_run_options ro = {.backend = KEOPS_BACKEND_REFERENCE};
+  keops_run_options ro = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_REFERENCE};
   ck_assert_msg(keops_kernel_run(k, 1, N, in, outs, &ro) == KEOPS_OK, "%s", keops_last_error());
   keops_kernel_destroy(k);
 }
@@ -427,11 +427,11 @@ END_TEST
 START_TEST(zero_formula_fills_zeros) {
   prob pb = prob_make(4, 5, 0, 1, KEOPS_FLOAT64, 12);
   pb.x[0] = NAN; /* never read: x - x is Zero before any pair is evaluated */
-  keops_kernel_desc desc = {.formula = "x-x",
+  keops_kernel_desc desc = {.size = sizeof(keops_kernel_desc), .formula = "x-x",
                             .aliases = aliases,
                             .n_aliases = 4,
                             .reduction = "Sum",
-                            .axis = 1,
+                            .axis = KEOPS_AXIS_J,
                             .dtype = KEOPS_FLOAT64};
   keops_kernel *k = NULL;
   ck_assert_msg(keops_kernel_create(ctx, &desc, &k) == KEOPS_OK, "%s", keops_last_error());
@@ -439,7 +439,7 @@ START_TEST(zero_formula_fills_zeros) {
   memset(out, 0xff, sizeof out);
   const void *in[4] = {pb.x, pb.y, pb.g, &pb.p};
   void *outs[1] = {out};
-  keops_run_options ro = {.backend = KEOPS_BACKEND_REFERENCE};
+  keops_run_options ro = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_REFERENCE};
   ck_assert(keops_kernel_run(k, 4, 5, in, outs, &ro) == KEOPS_OK);
   for (int q = 0; q < 8; q++) ck_assert(out[q] == 0);
   keops_kernel_destroy(k);
@@ -449,11 +449,11 @@ END_TEST
 
 /* interp_run directly: the program's output shape and errors. */
 START_TEST(interp_run_direct) {
-  keops_kernel_desc desc = {.formula = "x*y+p",
+  keops_kernel_desc desc = {.size = sizeof(keops_kernel_desc), .formula = "x*y+p",
                             .aliases = aliases,
                             .n_aliases = 4,
                             .reduction = "Min_ArgMin",
-                            .axis = 0,
+                            .axis = KEOPS_AXIS_I,
                             .dtype = KEOPS_FLOAT64};
   kerr e;
   kerr_clear(&e);
@@ -501,7 +501,7 @@ typedef struct job {
 
 static void *run_job(void *arg) {
   job *j = arg;
-  keops_run_options ro = {.backend = KEOPS_BACKEND_REFERENCE};
+  keops_run_options ro = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_REFERENCE};
   j->st = keops_kernel_run(j->k, 40, 50, j->in, j->outs, &ro);
   return NULL;
 }
@@ -509,11 +509,11 @@ static void *run_job(void *arg) {
 START_TEST(concurrent_runs_agree) {
   enum { T = 4, M = 40, N = 50, K = 3 };
   prob pb = prob_make(M, N, 1, 1, KEOPS_FLOAT64, 31);
-  keops_kernel_desc desc = {.formula = f_vec,
+  keops_kernel_desc desc = {.size = sizeof(keops_kernel_desc), .formula = f_vec,
                             .aliases = aliases,
                             .n_aliases = 4,
                             .reduction = "KMin_ArgKMin",
-                            .axis = 1,
+                            .axis = KEOPS_AXIS_J,
                             .k = K,
                             .dtype = KEOPS_FLOAT64};
   keops_kernel *k = NULL;

@@ -42,12 +42,12 @@ static keops_context *context_for(const char *target) {
 
 static keops_kernel *make(keops_context *ctx, const char *formula, const char *const *aliases, int n,
                           const char *red, int axis, keops_dtype dt, int k) {
-  keops_kernel_desc d = {0};
+  keops_kernel_desc d = keops_kernel_desc_init();
   d.formula = formula;
   d.aliases = aliases;
   d.n_aliases = n;
   d.reduction = red;
-  d.axis = axis;
+  d.axis = tu_axis(axis);
   d.dtype = dt;
   d.k = k;
   keops_kernel *kern = NULL;
@@ -63,7 +63,7 @@ static void compare_cpu_ref(keops_kernel *k, int axis, const double *x, int64_t 
   int64_t rows = M > N ? M : N; /* enough for either axis */
   size_t sz = (size_t)rows * (size_t)keops_kernel_output_dim(k, 0) * 8;
   void *cpu = malloc(sz), *ref = malloc(sz);
-  keops_run_options o = {0};
+  keops_run_options o = keops_run_options_init();
   o.backend = KEOPS_BACKEND_CPU;
   ck_assert_msg(keops_kernel_run(k, M, N, (const void *const *)args, &cpu, &o) == KEOPS_OK, "%s: %s",
                 what, keops_last_error());
@@ -158,7 +158,7 @@ START_TEST(kmin_large_k) {
     void *args[2] = {tu_to_dtype(x, 40, KEOPS_FLOAT32), tu_to_dtype(y, 150, KEOPS_FLOAT32)};
     void *cpu[2] = {malloc((size_t)(rows * width) * 4), malloc((size_t)(rows * width) * 8)};
     void *ref[2] = {malloc((size_t)(rows * width) * 4), malloc((size_t)(rows * width) * 8)};
-    keops_run_options o = {0};
+    keops_run_options o = keops_run_options_init();
     o.backend = KEOPS_BACKEND_CPU;
     double t0 = seconds();
     ck_assert_msg(keops_kernel_run(k, 40, 150, (const void *const *)args, cpu, &o) == KEOPS_OK, "%s",

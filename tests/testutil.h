@@ -9,6 +9,12 @@
 #include "keops.h"
 #include "kerr.h"
 
+/* KeOps's axis numbers (1: over j, 0: over i) as a keops_axis; other values pass through,
+ * for the tests of bad axes. */
+static inline keops_axis tu_axis(int keops_number) {
+  return keops_number == 1 ? KEOPS_AXIS_J : keops_number == 0 ? KEOPS_AXIS_I : (keops_axis)keops_number;
+}
+
 /* TU_OK(f(..., &e_)): asserts that a call taking a kerr succeeds, naming the call and the
  * kerr's message; the macro's kerr is named e_. */
 #define TU_OK(call)                                                                                \

@@ -36,10 +36,11 @@ int bc_fast_math = 0;
 void bc_make_request(const bcase *c, keops_dtype dt, request *r) {
   memset(r, 0, sizeof *r);
   keops_kernel_desc *d = &r->desc;
+  *d = keops_kernel_desc_init();
   int n = 0;
   snprintf(r->alias[n++], sizeof r->alias[0], "x = Vi(%d)", c->D);
   snprintf(r->alias[n++], sizeof r->alias[0], "y = Vj(%d)", c->D);
-  d->axis = 1;
+  d->axis = KEOPS_AXIS_J;
   switch (c->kind) {
   case K_GAUSS:
     d->formula = "Exp(-g*SqDist(x,y))*b";
@@ -53,7 +54,7 @@ void bc_make_request(const bcase *c, keops_dtype dt, request *r) {
     snprintf(r->alias[n++], sizeof r->alias[0], "p = Pm(1)");
     if (c->kind == K_SEEDGRAD) {
       snprintf(r->alias[n++], sizeof r->alias[0], "e = Vi(3)");
-      d->axis = 0;
+      d->axis = KEOPS_AXIS_I;
     }
     break;
   case K_LSE:
@@ -86,7 +87,7 @@ void bc_describe(const request *r, char *buf, size_t n) {
     used += (size_t)snprintf(buf + used, n - used, "%s%s", a ? ", " : "", r->alias[a]);
   if (used < n)
     snprintf(buf + used, n - used, "] %s%s axis %d", r->desc.reduction ? r->desc.reduction : "Sum",
-             r->desc.k ? " K=10" : "", r->desc.axis);
+             r->desc.k ? " K=10" : "", r->desc.axis == KEOPS_AXIS_J);
 }
 
 /* ---- helpers ------------------------------------------------------------------------------- */

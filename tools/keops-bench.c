@@ -432,7 +432,7 @@ static void run_case(const bcase *c, keops_dtype dt, const opts *o, int threads,
   bc_make_request(c, dt, &r);
   keops_context *ctx = NULL;
   keops_kernel *k = NULL;
-  keops_run_options ro = {0};
+  keops_run_options ro = keops_run_options_init();
   ro.backend = o->backend;
   ro.num_threads = threads;
   data d = {0};
@@ -469,7 +469,7 @@ static void run_case(const bcase *c, keops_dtype dt, const opts *o, int threads,
   if (gpu) static_figure(k, res->static_line, sizeof res->static_line);
 
   bc_make_data(c, k, dt, M, N, &d);
-  int64_t rows = r.desc.axis == 1 ? M : N;
+  int64_t rows = r.desc.axis == KEOPS_AXIS_J ? M : N;
   int odim = keops_kernel_output_dim(k, 0);
   keops_dtype odt = keops_kernel_output_dtype(k, 0);
   size_t nout = (size_t)rows * (size_t)odim, esz = odt == KEOPS_FLOAT32 ? 4 : 8;
@@ -515,12 +515,12 @@ static void run_case(const bcase *c, keops_dtype dt, const opts *o, int threads,
   /* the baseline, the same way: the C loops, or (GPU) the same kernel on the CPU backend */
   int64_t base_rows = rows;
   if (gpu) {
-    double nred = (double)(r.desc.axis == 1 ? N : M);
+    double nred = (double)(r.desc.axis == KEOPS_AXIS_J ? N : M);
     if ((double)rows * nred > GPU_BASELINE_PAIRS)
       base_rows = (int64_t)fmax(1, floor(GPU_BASELINE_PAIRS / fmax(nred, 1)));
   }
   res->rows = rows, res->base_rows = base_rows;
-  keops_run_options cpu = {0};
+  keops_run_options cpu = keops_run_options_init();
   cpu.backend = KEOPS_BACKEND_CPU;
   cpu.num_threads = threads;
   void *bouts[1] = {out_base};
@@ -528,7 +528,7 @@ static void run_case(const bcase *c, keops_dtype dt, const opts *o, int threads,
     double s = bc_now();
     if (!gpu) {
       run_baseline(c, dt, M, N, &d, out_base, threads);
-    } else if (keops_kernel_run(k, r.desc.axis == 1 ? base_rows : M, r.desc.axis == 1 ? N : base_rows,
+    } else if (keops_kernel_run(k, r.desc.axis == KEOPS_AXIS_J ? base_rows : M, r.desc.axis == KEOPS_AXIS_J ? N : base_rows,
                                 args, bouts, &cpu) != KEOPS_OK) {
       report_failure(c, &r, dt, M, N, "keops_kernel_run (CPU baseline)", keops_last_error());
       goto done;
@@ -547,12 +547,12 @@ static void run_case(const bcase *c, keops_dtype dt, const opts *o, int threads,
     res->err_base = bc_rel_err(out, out_base, odt, nbase);
   if (o->backend != KEOPS_BACKEND_REFERENCE) {
     int64_t rr = rows < REF_ROWS ? rows : REF_ROWS;
-    keops_run_options ref = {0};
+    keops_run_options ref = keops_run_options_init();
     ref.backend = KEOPS_BACKEND_REFERENCE;
     out_ref = bc_xmalloc((size_t)rr * (size_t)odim * esz);
     void *routs[1] = {out_ref};
     /* the first rr output rows: their inputs are the first rows of the arrays */
-    if (keops_kernel_run(k, r.desc.axis == 1 ? rr : M, r.desc.axis == 1 ? N : rr, args, routs,
+    if (keops_kernel_run(k, r.desc.axis == KEOPS_AXIS_J ? rr : M, r.desc.axis == KEOPS_AXIS_J ? N : rr, args, routs,
                          &ref) != KEOPS_OK) {
       report_failure(c, &r, dt, M, N, "keops_kernel_run (reference)", keops_last_error());
       goto done;
@@ -604,7 +604,7 @@ static double prepare_time(keops_context *ctx, const keops_kernel_desc *desc, ke
             keops_last_error());
     return -1;
   }
-  keops_run_options ro = {0};
+  keops_run_options ro = keops_run_options_init();
   ro.backend = KEOPS_BACKEND_CPU;
   double t0 = bc_now();
   keops_status st = rt_kernel_prepare(k, &ro);
@@ -658,7 +658,7 @@ static void measure_jit(keops_context *ctx, jit_costs *j) {
 
   rt_cache_stats before = rt_cache_get_stats(ctx->cache);
   int fail = 0, n_create = 2000, n_lookup = 200000;
-  keops_run_options ro = {0};
+  keops_run_options ro = keops_run_options_init();
   ro.backend = KEOPS_BACKEND_CPU;
   /* a kernel for an already-compiled request: parse, check, key, cache hit */
   PER_CALL(j->create_hit, n_create, {
@@ -730,7 +730,7 @@ static void measure_launch(keops_context *ctx, launch_costs *lc) {
   kerr_clear(&e);
   /* the emulator's launches take milliseconds and are no GPU's: a few suffice */
   int fail = 0, calls = gdev->image == RT_IMAGE_HOST_OBJECT ? 20 : 2000, staged_ok = 0;
-  keops_run_options ro = {0};
+  keops_run_options ro = keops_run_options_init();
   ro.backend = KEOPS_BACKEND_GPU;
   ro.device_pointers = 1;
   if (keops_kernel_create(ctx, &r.desc, &k) != KEOPS_OK) {

@@ -47,7 +47,8 @@ static const char usage_text[] =
     "  --reduction=R      Sum (default), Max, Min, ArgMax, ArgMin, Max_ArgMax, Min_ArgMin,\n"
     "                     KMin, ArgKMin, KMin_ArgKMin, LogSumExp, SumSoftMaxWeight,\n"
     "                     Max_SumShiftExp, Max_SumShiftExpWeight\n"
-    "  --axis=0|1         1: one output row per i, reduced over j; 0 (default): per j\n"
+    "  --axis=1|0         required: 1 (or j) reduces over j, one output row per i;\n"
+    "                     0 (or i) over i, one row per j (KeOps's numbering)\n"
     "  --k=K              K of KMin, ArgKMin, KMin_ArgKMin\n"
     "  --formula2=F       weight formula of LogSumExp, SumSoftMaxWeight, ...\n"
     "  --dtype=float32|float64   (default float32)\n"
@@ -144,8 +145,9 @@ static int parse_args(int argc, char **argv, dump_opts *o) {
       break;
     case 'r': o->desc.reduction = optarg; break;
     case 'a':
-      if (parse_int(optarg, &o->desc.axis))
-        return bad_usage("--axis '%s' is not an integer", optarg);
+      if (!strcmp(optarg, "1") || !strcmp(optarg, "j")) o->desc.axis = KEOPS_AXIS_J;
+      else if (!strcmp(optarg, "0") || !strcmp(optarg, "i")) o->desc.axis = KEOPS_AXIS_I;
+      else return bad_usage("--axis '%s' is not 1 (or j) or 0 (or i)", optarg);
       break;
     case 'k':
       if (parse_int(optarg, &o->desc.k)) return bad_usage("--k '%s' is not an integer", optarg);
@@ -163,6 +165,9 @@ static int parse_args(int argc, char **argv, dump_opts *o) {
     }
   }
   if (optind >= argc) return bad_usage("missing FORMULA");
+  if (o->desc.axis == KEOPS_AXIS_UNSET)
+    return bad_usage("missing --axis: 1 (or j) reduces over j, one output row per i; 0 (or i) "
+                     "over i, one row per j");
   o->desc.formula = argv[optind];
   o->desc.aliases = (const char *const *)(argv + optind + 1);
   o->desc.n_aliases = argc - optind - 1;
@@ -398,7 +403,7 @@ static int emit(const dump_opts *o, const fe_program *p) {
 }
 
 int main(int argc, char **argv) {
-  dump_opts o = {EMIT_SIMPLIFIED, NULL, NULL, NULL, {0}};
+  dump_opts o = {EMIT_SIMPLIFIED, NULL, NULL, NULL, keops_kernel_desc_init()};
   int rc = parse_args(argc, argv, &o);
   if (rc >= 0) return rc;
 

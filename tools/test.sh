@@ -67,7 +67,7 @@ tsan_prefix() {
 
 # Installs build/ into build/consumers/prefix and builds and runs, against it, the consumer
 # projects of tests/consumers/: a C program through pkg-config, a C++17 project through
-# find_package(keops 0.2 CONFIG) (shared and static), and one through add_subdirectory (which
+# find_package(keops 0.3 CONFIG) (shared and static), and one through add_subdirectory (which
 # compiles the library once more, in Release). Each checks a small Gaussian sum against a loop;
 # the find_package project also builds and runs examples/nbody.cpp (forces, neighbours and
 # energy drift checked against double loops).

@@ -12,13 +12,13 @@ enum { GC_M = 3, GC_N = 4, GC_D = 3 };
 
 static const char *const gc_aliases[] = {"x = Vi(3)", "y = Vj(3)", "b = Vj(1)"};
 
-/* Sets the case's fields of a descriptor the caller zero-initialised (each language its way). */
+/* Sets the case's fields of a descriptor from keops_kernel_desc_init(). */
 static void gc_describe(keops_kernel_desc *d) {
   d->formula = "Exp(-SqDist(x,y))*b";
   d->aliases = gc_aliases;
   d->n_aliases = 3;
   d->reduction = "Sum";
-  d->axis = 1;
+  d->axis = KEOPS_AXIS_J;
   d->dtype = KEOPS_FLOAT64;
 }
 

@@ -99,7 +99,7 @@ void kd_prob_free(kd_prob *P) {
 }
 
 keops_status kd_run(kd_prob *P, int b, int threads) {
-  keops_run_options o = {.backend = b ? KEOPS_BACKEND_REFERENCE : KEOPS_BACKEND_CPU,
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = b ? KEOPS_BACKEND_REFERENCE : KEOPS_BACKEND_CPU,
                          .num_threads = threads};
   return keops_kernel_run(P->k, P->M, P->N, (const void *const *)P->arr, P->out[b], &o);
 }
@@ -562,7 +562,7 @@ void kd_print_repro(FILE *f, const kd_repro *r, const kd_prob *P, const kd_verdi
   for (int a = 0; a < d->n_aliases; a++) fprintf(f, " \"%s\"", d->aliases[a]);
   fprintf(f, "\n  reduction:  %s, k = %d, axis = %d, dtype = %s, sum_scheme = %s, "
              "double_accumulator = %d\n",
-          d->reduction ? d->reduction : "Sum", d->k, d->axis,
+          d->reduction ? d->reduction : "Sum", d->k, d->axis == KEOPS_AXIS_J,
           d->dtype == KEOPS_FLOAT32 ? "float32" : "float64", kd_scheme_name(d->sum_scheme),
           d->double_accumulator);
   fprintf(f, "  options:    backend CPU (KEOPS_TARGET=%s, num_threads = %d) vs REFERENCE\n",

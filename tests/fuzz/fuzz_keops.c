@@ -164,7 +164,7 @@ static void parse_options(input *in, char *s) {
     *eq = 0;
     const char *k = tok, *v = eq + 1;
     long n = strtol(v, NULL, 10);
-    if (!strcmp(k, "a")) in->desc.axis = (int)n; /* any int: bad axes must be refused */
+    if (!strcmp(k, "a")) in->desc.axis = n == 1 ? KEOPS_AXIS_J : n == 0 ? KEOPS_AXIS_I : (keops_axis)n; /* KeOps numbers; any other int: bad axes must be refused */
     else if (!strcmp(k, "d")) in->desc.dtype = n == 64 ? KEOPS_FLOAT64 : n == 32 ? KEOPS_FLOAT32 : (keops_dtype)n;
     else if (!strcmp(k, "s")) in->desc.sum_scheme = (keops_sum_scheme)n;
     else if (!strcmp(k, "acc")) in->desc.double_accumulator = (int)n;
@@ -186,6 +186,7 @@ static void parse_options(input *in, char *s) {
 /* Returns 0 when the input is to be run. */
 static int parse_input(input *in, const uint8_t *data, size_t size) {
   memset(in, 0, sizeof *in);
+  in->desc = keops_kernel_desc_init();
   in->raw = data, in->rawn = size;
   in->text = malloc(size + 1);
   memcpy(in->text, data, size);
@@ -262,7 +263,7 @@ __attribute__((noreturn)) static void die(const input *in, const kd_prob *P, con
     fprintf(stderr, "  formula: %s\n  formula2: %s\n  reduction: %s k=%d axis=%d dtype=%d scheme=%d "
                     "acc=%d target=%s M=%lld N=%lld\n",
             in->desc.formula, in->desc.formula2 ? in->desc.formula2 : "(none)",
-            in->desc.reduction ? in->desc.reduction : "(Sum)", in->desc.k, in->desc.axis,
+            in->desc.reduction ? in->desc.reduction : "(Sum)", in->desc.k, (int)in->desc.axis,
             (int)in->desc.dtype, (int)in->desc.sum_scheme, in->desc.double_accumulator,
             targets[in->target], (long long)in->M, (long long)in->N);
     for (int a = 0; a < in->desc.n_aliases; a++) fprintf(stderr, "  alias: %s\n", in->aliases[a]);
@@ -316,7 +317,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
   }
   /* a bad size must be refused with a message, before anything runs */
-  keops_run_options o = {.backend = KEOPS_BACKEND_CPU};
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_CPU};
   st = keops_kernel_run(k, -1, in.N, (const void *const *)P.arr, P.out[0], &o);
   if (st == KEOPS_OK) die(&in, &P, NULL, "keops_kernel_run accepted M = -1");
   expect_message(&in, st, "keops_kernel_run(M = -1)");

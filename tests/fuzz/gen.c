@@ -399,7 +399,8 @@ static void draw(gn_case *c, uint64_t seed, uint64_t attempt, int force_op, int 
   int red = force_red >= 0 ? force_red % NRED : kd_below(&g.r, NRED);
   const red_row *row = red_find(red_names[red]);
   keops_kernel_desc *d = &c->desc;
-  d->axis = kd_below(&g.r, 2);
+  *d = keops_kernel_desc_init();
+  d->axis = kd_below(&g.r, 2) ? KEOPS_AXIS_J : KEOPS_AXIS_I;
   d->dtype = kd_below(&g.r, 2) ? KEOPS_FLOAT64 : KEOPS_FLOAT32;
   c->target = kd_below(&g.r, KD_NTARGET);
   int W = 1 + kd_below(&g.r, 3), E = 0, depth = 1 + kd_below(&g.r, 4);
@@ -450,8 +451,8 @@ static void draw(gn_case *c, uint64_t seed, uint64_t attempt, int force_op, int 
     rowsn = kd_below(&g.r, 50) ? 1 + kd_below(&g.r, 24) : 0;
     nred = kd_below(&g.r, 50) ? 1 + kd_below(&g.r, 24) : 0;
   }
-  c->M = d->axis ? rowsn : nred;
-  c->N = d->axis ? nred : rowsn;
+  c->M = d->axis == KEOPS_AXIS_J ? rowsn : nred;
+  c->N = d->axis == KEOPS_AXIS_J ? nred : rowsn;
 }
 
 void gn_make(gn_case *c, uint64_t seed, int force_op, int force_red, int variant) {

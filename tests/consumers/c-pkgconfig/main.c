@@ -9,7 +9,7 @@ int main(void) {
   double x[GC_M * GC_D], y[GC_N * GC_D], b[GC_N], c[GC_M];
   gc_fill(x, y, b);
 
-  keops_kernel_desc desc = {0};
+  keops_kernel_desc desc = keops_kernel_desc_init();
   gc_describe(&desc);
 
   keops_context *ctx = NULL;

@@ -1,4 +1,4 @@
-// A C++17 consumer of keops, through find_package(keops 0.2 CONFIG) (this directory) or
+// A C++17 consumer of keops, through find_package(keops 0.3 CONFIG) (this directory) or
 // add_subdirectory (../subdir). The argument names the build in the messages. Exit status 0
 // when keops agrees with the loop.
 #include <keops.h>
@@ -13,10 +13,10 @@ int main(int argc, char **argv) {
   std::vector<double> x(GC_M * GC_D), y(GC_N * GC_D), b(GC_N), c(GC_M);
   gc_fill(x.data(), y.data(), b.data());
 
-  // {}, not C's = {0}, which C++ refuses where the first member is an enum (keops_run_options)
-  keops_kernel_desc desc{};
+  // the header's initialisers set .size; a struct zeroed by hand ({}) would be refused
+  keops_kernel_desc desc = keops_kernel_desc_init();
   gc_describe(&desc);
-  keops_run_options opts{};
+  keops_run_options opts = keops_run_options_init();
   opts.backend = KEOPS_BACKEND_AUTO;
 
   keops_context *ctx = nullptr;
