@@ -157,7 +157,7 @@ static void j_loops(kb *K, LLVMValueRef j0, LLVMValueRef j1) {
 
 static void build_body(kb *K, LLVMValueRef *params, const kt_target *t) {
   const fe_program *p = K->p;
-  LLVMValueRef i0 = params[0], i1 = params[1], j0 = params[2], j1 = params[3];
+  LLVMValueRef i0 = params[0], i1 = params[1], jr = params[2], njr = params[3];
   LLVMValueRef args = params[4], outs = params[5], partial = params[6], scratch = params[7];
   for (int pos = 0; pos < p->args.n; pos++) {
     K->arg[pos] = kg_load(K, K->ptr, kg_gep(K, K->ptr, args, kg_i64(K, pos)), 8);
@@ -188,7 +188,10 @@ static void build_body(kb *K, LLVMValueRef *params, const kt_target *t) {
     lw_level_prepare(&K->L, LV_I, u);
     kg_init(K, u);
   }
-  j_loops(K, j0, j1);
+  kg_loop lr; /* the row block's index ranges, in order */
+  LLVMValueRef at = kg_gep(K, K->i64, jr, LLVMBuildShl(B, kg_loop_begin(K, &lr, kg_i64(K, 0), njr), kg_i64(K, 1), ""));
+  j_loops(K, kg_load(K, K->i64, at, 8), kg_load(K, K->i64, kg_gep(K, K->i64, at, kg_i64(K, 1)), 8));
+  kg_loop_end(K, &lr, kg_i64(K, 1));
   LLVMBasicBlockRef tofin = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "finalize");
   LLVMBasicBlockRef topart = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "partial");
   LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(K->L.C, K->fn, "nextblock");
@@ -268,7 +271,7 @@ LLVMModuleRef cpu_build(LLVMContextRef C, const fe_program *p, const kt_target *
   }
   vm_set_math(K.L.M, t->isa->math);
   LLVMTypeRef i64 = K.i64, ptr = K.ptr;
-  LLVMTypeRef ps[8] = {i64, i64, i64, i64, ptr, ptr, ptr, ptr};
+  LLVMTypeRef ps[8] = {i64, i64, ptr, i64, ptr, ptr, ptr, ptr};
   K.fn = LLVMAddFunction(K.L.M, fname, LLVMFunctionType(LLVMVoidTypeInContext(C), ps, 8, 0));
   LLVMPositionBuilderAtEnd(K.L.bld, LLVMAppendBasicBlockInContext(C, K.fn, "entry"));
   LLVMValueRef params[8];

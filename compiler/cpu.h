@@ -9,14 +9,14 @@
 #include "front.h"
 #include "target.h"
 
-/* The kernel ABI, on every CPU target. Reduces output rows [i0, i1) over reduced indices
- * [j0, j1) (rows and indices in the program's orientation: rows are i for axis 1, j for
- * axis 0). args: the user's arrays by position. With partial == NULL the finalized rows are
+/* The kernel ABI, on every CPU target. Reduces output rows [i0, i1) over the reduced indices
+ * of the njr ranges [jr[2r], jr[2r + 1]), in order (rows and indices in the program's
+ * orientation: rows are i for axis 1, j for axis 0). args: the user's arrays by position. With partial == NULL the finalized rows are
  * written into outs; otherwise each row's state, in red.c's double layout (red_spec.state
  * doubles a row), is written to partial + (i - i0) * state, to be combined by the caller.
  * scratch: cpu_scratch_bytes(p, t, 0) bytes (64-byte aligned) of the caller's, one area per
  * concurrent call; NULL when that is 0. */
-typedef void (*cpu_kernel_fn)(int64_t i0, int64_t i1, int64_t j0, int64_t j1,
+typedef void (*cpu_kernel_fn)(int64_t i0, int64_t i1, const int64_t *jr, int64_t njr,
                               const void *const *args, void *const *outs, double *partial,
                               void *scratch);
 

@@ -153,15 +153,27 @@ void fe_free(fe_program *p);
  * fe_free. */
 fe_program *fe_from_key(const char *key, kerr *e);
 
+/* A block-sparse reduction (keops_ranges) in the program's orientation, as the runtime checked
+ * it: block b's output rows [rows[2b], rows[2b+1]) (blocks ascending and disjoint) reduce over
+ * the index ranges [red[2s], red[2s+1]) for s in [fe_slice_begin(r, b), slices[b]) (ascending
+ * and disjoint). Rows in no block reduce over nothing. A NULL fe_ranges means every pair. */
+typedef struct fe_ranges {
+  int64_t nblocks;
+  const int64_t *rows, *slices, *red;
+} fe_ranges;
+
+static inline int64_t fe_slice_begin(const fe_ranges *r, int64_t b) { return b ? r->slices[b - 1] : 0; }
+
 /* ---- reference interpreter (interp.c) --------------------------------------------------- */
 
 /* Evaluates node `id` for one pair: vars[pos] points at the values of argument pos (row i
  * of a Vi input, row j of a Vj input, the Pm vector), in double. out gets dim values. */
 void interp_eval(const dag *d, uint32_t id, const double *const *vars, double *out);
 
-/* Runs the program over all pairs, in double precision, writing the user's outputs (rows
- * M for axis 1, N for axis 0). Returns KEOPS_OK or an error with e set. */
+/* Runs the program over all pairs (or those of rg, when not NULL), in double precision,
+ * writing the user's outputs (rows M for axis 1, N for axis 0). Returns KEOPS_OK or an error
+ * with e set. */
 keops_status interp_run(const fe_program *p, int64_t M, int64_t N, const void *const *args,
-                        void *const *outs, kerr *e);
+                        void *const *outs, const fe_ranges *rg, kerr *e);
 
 #endif

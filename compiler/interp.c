@@ -384,8 +384,20 @@ static void fill_zero(const fe_program *p, int64_t rows, void *const *outs) {
   }
 }
 
+/* Reduces row r over [j0, j1) into st. */
+static void reduce_range(const fe_program *p, const red_spec *rs, ip_plan *pl, ip_inputs *in,
+                         double *st, int64_t j0, int64_t j1) {
+  const double *f = pl->val + pl->root_off;
+  for (int64_t j = j0; j < j1; j++) {
+    inputs_point(p, in, FE_RED, j);
+    run_steps(pl, pl->stage_end[1], pl->stage_end[2], in->vars);
+    red_accumulate(rs, st, f, j);
+  }
+}
+
 static keops_status run_pairs(const fe_program *p, const red_spec *rs, ip_plan *pl, ip_inputs *in,
-                              int64_t rows, int64_t nred, void *const *outs, kerr *e) {
+                              int64_t rows, int64_t nred, const fe_ranges *rg, void *const *outs,
+                              kerr *e) {
   double *st = malloc(sizeof *st * rs->state);
   if (!st) {
     kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory for the reduction state");
@@ -393,15 +405,18 @@ static keops_status run_pairs(const fe_program *p, const red_spec *rs, ip_plan *
   }
   inputs_point(p, in, FE_PARAM, 0);
   run_steps(pl, 0, pl->stage_end[0], in->vars);
-  const double *f = pl->val + pl->root_off;
+  int64_t b = 0; /* the first block that does not end at or before row r */
   for (int64_t r = 0; r < rows; r++) {
     inputs_point(p, in, FE_ROW, r);
     run_steps(pl, pl->stage_end[0], pl->stage_end[1], in->vars);
     red_init(rs, st);
-    for (int64_t j = 0; j < nred; j++) {
-      inputs_point(p, in, FE_RED, j);
-      run_steps(pl, pl->stage_end[1], pl->stage_end[2], in->vars);
-      red_accumulate(rs, st, f, j);
+    if (!rg) {
+      reduce_range(p, rs, pl, in, st, 0, nred);
+    } else {
+      while (b < rg->nblocks && rg->rows[2 * b + 1] <= r) b++;
+      if (b < rg->nblocks && rg->rows[2 * b] <= r)
+        for (int64_t s = fe_slice_begin(rg, b); s < rg->slices[b]; s++)
+          reduce_range(p, rs, pl, in, st, rg->red[2 * s], rg->red[2 * s + 1]);
     }
     red_finalize(rs, st, p->dtype, outs, r);
   }
@@ -410,7 +425,7 @@ static keops_status run_pairs(const fe_program *p, const red_spec *rs, ip_plan *
 }
 
 keops_status interp_run(const fe_program *p, int64_t M, int64_t N, const void *const *args,
-                        void *const *outs, kerr *e) {
+                        void *const *outs, const fe_ranges *rg, kerr *e) {
   if (!p || M < 0 || N < 0) {
     kerr_set(e, KEOPS_ERROR_ARGUMENT, "interp_run: no program or negative size");
     return KEOPS_ERROR_ARGUMENT;
@@ -449,7 +464,7 @@ keops_status interp_run(const fe_program *p, int64_t M, int64_t N, const void *c
     return KEOPS_ERROR_OUT_OF_MEMORY;
   }
   st = inputs_load(p, &pl, M, N, args, in, e);
-  if (!st) st = run_pairs(p, &rs, &pl, in, rows, nred, outs, e);
+  if (!st) st = run_pairs(p, &rs, &pl, in, rows, nred, rg, outs, e);
   inputs_free(in);
   free(in);
   plan_free(&pl);

@@ -95,6 +95,26 @@ typedef struct keops_kernel_desc {
                              ignore it. 0 (default) or 1 */
 } keops_kernel_desc;
 
+/* A block-sparse reduction, as KeOps's `ranges` six-tuple: output rows are grouped in blocks,
+ * and each block reduces over a list of index ranges only. All arrays are int64 in host
+ * memory (also for device_pointers runs), read during keops_kernel_run only; a range is a
+ * [start, end) pair. A kernel of axis KEOPS_AXIS_J uses the first four fields, one of axis
+ * KEOPS_AXIS_I the last four (the others may be NULL and 0). For KEOPS_AXIS_J:
+ *   ranges_i     n_ranges_i x 2: blocks of rows i within [0, M], ascending and disjoint;
+ *   slices_i     n_ranges_i cumulative ends into redranges_j: block b reduces over the j in
+ *                redranges_j[slices_i[b-1]] ... redranges_j[slices_i[b] - 1] (slices_i[-1]
+ *                is 0), so slices_i is non-decreasing and ends at n_redranges_j;
+ *   redranges_j  n_redranges_j x 2: ranges of j within [0, N], ascending and disjoint within
+ *                each block (a pair is never reduced twice).
+ * Rows in no block get the reduction of nothing, finalised (Sum 0, Min +inf, ArgMin -1...).
+ * Unlike KeOps, every entry is checked; a bad one is a KEOPS_ERROR_ARGUMENT naming it. */
+typedef struct keops_ranges {
+  const int64_t *ranges_i, *slices_i, *redranges_j;
+  int64_t n_ranges_i, n_redranges_j;
+  const int64_t *ranges_j, *slices_j, *redranges_i;
+  int64_t n_ranges_j, n_redranges_i;
+} keops_ranges;
+
 typedef struct keops_run_options { /* NULL options mean keops_run_options_init()'s defaults */
   size_t size;                     /* sizeof(keops_run_options), set by keops_run_options_init() */
   keops_backend backend;           /* AUTO: GPU when one is usable, else CPU */
@@ -103,6 +123,8 @@ typedef struct keops_run_options { /* NULL options mean keops_run_options_init()
   int device_pointers; /* nonzero: args and outs are CUdeviceptr values (cast to pointers) on
                           device_id, and the run is asynchronous on `stream` (GPU backend) */
   void *stream;        /* a CUstream for the GPU backend; NULL: the default stream */
+  const keops_ranges *ranges; /* NULL: every pair; else a block-sparse reduction (read during
+                                 the run only) */
 } keops_run_options;
 
 /* A descriptor with every field zero but its size: set formula, aliases and axis next. */
@@ -162,6 +184,26 @@ KEOPS_API keops_backend keops_kernel_backend(const keops_kernel *k, const keops_
  * compute capability or driver keops cannot generate code for, no primary context...).
  * The string belongs to ctx; "" for a NULL ctx or an unknown b. */
 KEOPS_API const char *keops_backend_describe(const keops_context *ctx, keops_backend b);
+
+/* Builds the ranges of a block-sparse reduction from clusters and a keep mask, as KeOps's
+ * from_matrix: clusters_i (nci x 2) and clusters_j (ncj x 2) are [start, end) ranges of rows i
+ * and j, keep is nci x ncj bytes, row-major, nonzero where cluster ci interacts with cluster
+ * cj. The result serves both axes: ranges_i = clusters_i with the kept clusters_j of each row
+ * in order, ranges_j = clusters_j with the kept clusters_i of each column. The arrays are only
+ * read; on success *out owns a new keops_ranges (release with keops_ranges_destroy), on
+ * failure *out is NULL. Cluster ranges are not checked here but by each run. */
+KEOPS_API keops_status keops_ranges_from_matrix(const int64_t *clusters_i, int64_t nci,
+                                                const int64_t *clusters_j, int64_t ncj,
+                                                const unsigned char *keep, keops_ranges **out);
+/* The same from cluster labels of points sorted by cluster: labels_i (M entries) and labels_j
+ * (N entries) are non-decreasing, in [0, nci) and [0, ncj); cluster c is the rows labelled c
+ * (possibly none). Unsorted or out-of-range labels are a KEOPS_ERROR_ARGUMENT naming the
+ * entry. */
+KEOPS_API keops_status keops_ranges_from_labels(const int64_t *labels_i, int64_t M, int64_t nci,
+                                                const int64_t *labels_j, int64_t N, int64_t ncj,
+                                                const unsigned char *keep, keops_ranges **out);
+/* Releases ranges made by keops_ranges_from_*; NULL is fine. Never pass one of your own. */
+KEOPS_API void keops_ranges_destroy(keops_ranges *ranges);
 
 /* This thread's last failure message; "" if none. The string belongs to the library and
  * stays valid until the next failing call on this thread. */

@@ -354,13 +354,16 @@ keops_status keops_kernel_run(keops_kernel *k, int64_t M, int64_t N, const void 
     return rt_fail(KEOPS_ERROR_ARGUMENT,
                    "keops_kernel_run: device_pointers needs the GPU backend (backend = %d)",
                    (int)o->backend);
+  fe_ranges ranges, *rg = NULL;
+  if (o->ranges && (st = rt_ranges_read(p, o->ranges, M, N, rg = &ranges)) != KEOPS_OK) return st;
   kerr e;
   kerr_clear(&e);
+  /* a Sum of Zero is 0 on every row, in a block or not */
   if (p->zero && !o->device_pointers) return fill_zero(p, M, N, outs);
   if (p->zero) st = rt_gpu_fill_zero(k, M, N, outs, o, &e);
-  else if (be == KEOPS_BACKEND_GPU) st = rt_run_gpu(k, M, N, args, outs, o, &e);
-  else if (be == KEOPS_BACKEND_CPU) st = rt_run_cpu(k, M, N, args, outs, o, &e);
-  else st = interp_run(p, M, N, args, outs, &e);
+  else if (be == KEOPS_BACKEND_GPU) st = rt_run_gpu(k, M, N, args, outs, o, rg, &e);
+  else if (be == KEOPS_BACKEND_CPU) st = rt_run_cpu(k, M, N, args, outs, o, rg, &e);
+  else st = interp_run(p, M, N, args, outs, rg, &e);
   if (st != KEOPS_OK && e.status == KEOPS_OK)
     return rt_fail(st, "keops_kernel_run: %s", keops_status_string(st));
   return st == KEOPS_OK ? KEOPS_OK : rt_fail_kerr(&e, "keops_kernel_run");

@@ -150,7 +150,8 @@ const cpu_code *rt_kernel_cpu(keops_kernel *k, kerr *e) {
 }
 
 keops_status rt_run_cpu(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
-                        void *const *outs, const keops_run_options *o, kerr *e) {
+                        void *const *outs, const keops_run_options *o, const fe_ranges *rg,
+                        kerr *e) {
   const cpu_code *fn = rt_kernel_cpu(k, e);
   if (!fn) return e->status;
   keops_context *ctx = k->ctx;
@@ -164,5 +165,5 @@ keops_status rt_run_cpu(keops_kernel *k, int64_t M, int64_t N, const void *const
   }
   int threads = o->num_threads > 0 && o->num_threads < ctx->nthreads ? o->num_threads : ctx->nthreads;
   int lanes = kt_lanes(&ctx->target, k->prog->dtype) * ctx->target.isa->u;
-  return rt_cpu_run(pool, fn, k->prog, M, N, args, outs, threads, lanes, e);
+  return rt_cpu_run(pool, fn, k->prog, M, N, args, outs, rg, threads, lanes, e);
 }

@@ -64,6 +64,13 @@ cpu_code *rt_cpu_compile(rt_jit *jit, const fe_program *p, const kt_target *t, c
 
 /* ---- running ------------------------------------------------------------------------------ */
 
+/* A block-sparse run's unit of work: rows [i0, i1) over njr ranges at jr. */
+typedef struct piece {
+  int64_t i0, i1;
+  const int64_t *jr;
+  int64_t njr;
+} piece;
+
 typedef struct job {
   cpu_kernel_fn fn;
   const void *const *args;
@@ -72,30 +79,63 @@ typedef struct job {
   double *partial;           /* j-split mode: nsplit * rows * state doubles */
   size_t state;
   size_t scratch;            /* bytes of scratch memory a call needs (cpu.h) */
+  const piece *pieces;       /* block-sparse mode */
   atomic_int oom;            /* a task found no memory for its scratch */
 } job;
 
-/* Runs the kernel over rows [i0, i1) and j range [j0, j1) with its scratch memory. */
-static void call(job *J, int64_t i0, int64_t i1, int64_t j0, int64_t j1, double *partial) {
+/* Runs the kernel over rows [i0, i1) and njr ranges jr with its scratch memory. */
+static void call(job *J, int64_t i0, int64_t i1, const int64_t *jr, int64_t njr, double *partial) {
   void *scratch = NULL;
   if (J->scratch && !(scratch = aligned_alloc(64, J->scratch))) {
     atomic_store(&J->oom, 1);
     return;
   }
-  J->fn(i0, i1, j0, j1, J->args, J->outs, partial, scratch);
+  J->fn(i0, i1, jr, njr, J->args, J->outs, partial, scratch);
   free(scratch);
 }
 
 static void row_task(void *ctx, int t) {
   job *J = ctx;
   int64_t i0 = (int64_t)t * J->chunk, i1 = i0 + J->chunk < J->rows ? i0 + J->chunk : J->rows;
-  call(J, i0, i1, 0, J->nred, NULL);
+  call(J, i0, i1, (const int64_t[]){0, J->nred}, 1, NULL);
 }
 
 static void split_task(void *ctx, int t) {
   job *J = ctx;
   int64_t j0 = (int64_t)t * J->chunk, j1 = j0 + J->chunk < J->nred ? j0 + J->chunk : J->nred;
-  call(J, 0, J->rows, j0, j1, J->partial + (size_t)t * (size_t)J->rows * J->state);
+  call(J, 0, J->rows, (const int64_t[]){j0, j1}, 1,
+       J->partial + (size_t)t * (size_t)J->rows * J->state);
+}
+
+static void piece_task(void *ctx, int t) {
+  job *J = ctx;
+  const piece *q = &J->pieces[t];
+  call(J, q->i0, q->i1, q->jr, q->njr, NULL);
+}
+
+/* Cuts the rows into pieces: each block's rows in chunks of at most `chunk` (a multiple of the
+ * kernel's row block), and each gap between blocks whole, with no range (its rows finalise the
+ * empty reduction). Returns the count, or -1 without memory; *out is the caller's. */
+static int64_t cut_pieces(const fe_ranges *rg, int64_t rows, int64_t chunk, piece **out) {
+  int64_t n = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    int64_t at = 0;
+    n = 0;
+    for (int64_t b = 0; b <= rg->nblocks; b++) {
+      int64_t s = b < rg->nblocks ? rg->rows[2 * b] : rows, e = b < rg->nblocks ? rg->rows[2 * b + 1] : rows;
+      if (s > at) {
+        if (pass) (*out)[n] = (piece){at, s, NULL, 0};
+        n++;
+      }
+      for (int64_t i = s; i < e; i += chunk, n++)
+        if (pass)
+          (*out)[n] = (piece){i, e - i > chunk ? i + chunk : e, rg->red + 2 * fe_slice_begin(rg, b),
+                              rg->slices[b] - fe_slice_begin(rg, b)};
+      at = e > at ? e : at;
+    }
+    if (!pass && !(*out = malloc(sizeof(piece) * (size_t)(n ? n : 1)))) return -1;
+  }
+  return n;
 }
 
 static keops_status no_scratch(size_t bytes, kerr *e) {
@@ -105,12 +145,27 @@ static keops_status no_scratch(size_t bytes, kerr *e) {
 }
 
 keops_status rt_cpu_run(rt_pool *pool, const cpu_code *code, const fe_program *p, int64_t M,
-                        int64_t N, const void *const *args, void *const *outs, int threads,
-                        int lanes, kerr *e) {
+                        int64_t N, const void *const *args, void *const *outs,
+                        const fe_ranges *rg, int threads, int lanes, kerr *e) {
   int64_t rows = fe_rows(p, M, N), nred = fe_nred(p, M, N);
-  job J = {code->kernel, args, outs, rows, nred, 0, NULL, 0, code->scratch, 0};
+  job J = {code->kernel, args, outs, rows, nred, 0, NULL, 0, code->scratch, NULL, 0};
   if (rows == 0) return KEOPS_OK;
   int64_t blocks = (rows + lanes - 1) / lanes;
+  if (rg) { /* over the blocks' rows only; pieces go to threads as they free up */
+    int64_t per = (blocks + 4 * (int64_t)threads - 1) / (4 * (int64_t)threads);
+    piece *pieces;
+    int64_t n = cut_pieces(rg, rows, (per > 0 ? per : 1) * lanes, &pieces);
+    if (n < 0 || n > INT32_MAX) {
+      if (n >= 0) free(pieces);
+      kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory for the row pieces of %lld blocks",
+               (long long)rg->nblocks);
+      return e->status;
+    }
+    J.pieces = pieces;
+    rt_pool_run(pool, threads, (int)n, piece_task, &J);
+    free(pieces);
+    return atomic_load(&J.oom) ? no_scratch(J.scratch, e) : KEOPS_OK;
+  }
   /* Enough row blocks for every thread (4 chunks each, for balance), or too little work to
    * split: run over rows. Otherwise split j and combine the partial states. */
   if (threads <= 1 || blocks >= 4 * (int64_t)threads || nred < 2048 * (int64_t)threads) {

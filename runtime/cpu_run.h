@@ -12,9 +12,9 @@
 cpu_code *rt_cpu_compile(rt_jit *jit, const fe_program *p, const kt_target *t, const char *key,
                          const rt_disk *disk, int *from_disk, kerr *e);
 /* Runs the code over the user's arrays on `threads` threads of pool (lanes = rows per block of
- * the kernel, for chunking). */
+ * the kernel, for chunking), over the pairs of rg (NULL: all). */
 keops_status rt_cpu_run(rt_pool *pool, const cpu_code *code, const fe_program *p, int64_t M,
-                        int64_t N, const void *const *args, void *const *outs, int threads,
-                        int lanes, kerr *e);
+                        int64_t N, const void *const *args, void *const *outs,
+                        const fe_ranges *rg, int threads, int lanes, kerr *e);
 
 #endif

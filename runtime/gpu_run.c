@@ -435,8 +435,13 @@ static keops_status check_device_pointers(const rt_device *d, const fe_program *
 }
 
 keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
-                        void *const *outs, const keops_run_options *o, kerr *e) {
+                        void *const *outs, const keops_run_options *o, const fe_ranges *rg,
+                        kerr *e) {
   const fe_program *p = k->prog;
+  if (rg) {
+    kerr_set(e, KEOPS_ERROR_UNSUPPORTED, "block-sparse ranges do not run on the GPU backend yet");
+    return e->status;
+  }
   const rt_device *dev = k->ctx->dev;
   rt_gpu_dev *gd = gpu_dev(k->ctx, o->device_id, e);
   if (!gd) return e->status;

@@ -67,9 +67,15 @@ keops_backend rt_backend(const keops_context *ctx, const keops_run_options *o);
 void rt_gpu_probe(const keops_context *ctx);
 /* k's CPU code, compiled on first use through the context's cache. */
 const cpu_code *rt_kernel_cpu(keops_kernel *k, kerr *e);
-/* Runs k on the CPU backend with the resolved thread count. */
+/* Runs k on the CPU backend with the resolved thread count, over the pairs of rg (NULL: all). */
 keops_status rt_run_cpu(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
-                        void *const *outs, const keops_run_options *o, kerr *e);
+                        void *const *outs, const keops_run_options *o, const fe_ranges *rg,
+                        kerr *e);
+
+/* ranges.c: checks every entry of r for a run of p on M x N (rt_fail naming the first bad
+ * one) and gives the arrays of p's axis in *out, which points into r. */
+keops_status rt_ranges_read(const fe_program *p, const keops_ranges *r, int64_t M, int64_t N,
+                            fe_ranges *out);
 
 /* The program a kernel runs (owned by the kernel; valid until keops_kernel_destroy).
  * NULL for a NULL kernel. keops-dump uses it to print what keops_kernel_create built, so
@@ -94,7 +100,8 @@ int rt_gpu_usable(const rt_device *dev); /* dev loads and has at least one devic
  * 0 with the reason in e otherwise. */
 int rt_gpu_auto_ok(const rt_device *dev, kerr *e);
 keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
-                        void *const *outs, const keops_run_options *o, kerr *e);
+                        void *const *outs, const keops_run_options *o, const fe_ranges *rg,
+                        kerr *e);
 /* Zeros the outputs when they are device pointers (a formula that simplified to Zero). */
 keops_status rt_gpu_fill_zero(const keops_kernel *k, int64_t M, int64_t N, void *const *outs,
                               const keops_run_options *o, kerr *e);

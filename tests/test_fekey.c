@@ -48,7 +48,7 @@ static void key_run(prob *P, int how) {
   fe_program *q = fe_from_key(P->p->key, &e);
   ck_assert_msg(q, "%s: fe_from_key failed: %s\nkey: %s", P->what, e.msg, P->p->key);
   same_program(P->p, q, P->what);
-  ck_assert_msg(interp_run(q, P->M, P->N, (const void *const *)P->arr, P->out[0], &e) == KEOPS_OK,
+  ck_assert_msg(interp_run(q, P->M, P->N, (const void *const *)P->arr, P->out[0], NULL, &e) == KEOPS_OK,
                 "%s: interp_run of the rebuilt program: %s", P->what, e.msg);
   fe_free(q);
 }

@@ -464,7 +464,7 @@ START_TEST(interp_run_direct) {
   double v[6];
   int64_t ix[6];
   void *outs[2] = {v, ix};
-  ck_assert_int_eq(interp_run(p, 5, 3, in, outs, &e), KEOPS_OK);
+  ck_assert_int_eq(interp_run(p, 5, 3, in, outs, NULL, &e), KEOPS_OK);
   int64_t w;
   for (int64_t j = 0; j < 3; j++)
     for (int d = 0; d < 2; d++) {
@@ -478,13 +478,13 @@ START_TEST(interp_run_direct) {
     }
   void *bad[2] = {v, NULL};
   kerr_clear(&e);
-  ck_assert_int_eq(interp_run(p, 5, 3, in, bad, &e), KEOPS_ERROR_ARGUMENT);
+  ck_assert_int_eq(interp_run(p, 5, 3, in, bad, NULL, &e), KEOPS_ERROR_ARGUMENT);
   ck_assert(strstr(e.msg, "output 1") != NULL);
   const void *badin[4] = {pb.x, NULL, pb.g, &pb.p};
   kerr_clear(&e);
-  ck_assert_int_eq(interp_run(p, 5, 3, badin, outs, &e), KEOPS_ERROR_ARGUMENT);
+  ck_assert_int_eq(interp_run(p, 5, 3, badin, outs, NULL, &e), KEOPS_ERROR_ARGUMENT);
   kerr_clear(&e);
-  ck_assert_int_eq(interp_run(p, -1, 3, in, outs, &e), KEOPS_ERROR_ARGUMENT);
+  ck_assert_int_eq(interp_run(p, -1, 3, in, outs, NULL, &e), KEOPS_ERROR_ARGUMENT);
   fe_free(p);
   prob_free(&pb);
 }
