@@ -68,7 +68,8 @@ void mx_prob_free(prob *P) {
 }
 
 void mx_prob_reference(prob *P) {
-  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_REFERENCE};
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_REFERENCE,
+                         .ranges = P->ranges};
   keops_status st = keops_kernel_run(P->k, P->M, P->N, (const void *const *)P->arr, P->out[1], &o);
   ck_assert_msg(st == KEOPS_OK, "%s: reference run: %s", P->what, keops_last_error());
 }

@@ -74,6 +74,7 @@ typedef struct prob {
   double *val[FE_MAX_ARGS]; /* inputs as the kernel sees them (already in the dtype) */
   void *arr[FE_MAX_ARGS];
   void *out[2][2]; /* [0: the backend under test, 1: the reference][output] */
+  const keops_ranges *ranges; /* the reference runs with them (the caller's; NULL: dense) */
   char what[700];
 } prob;
 
