@@ -58,6 +58,8 @@ double bc_get(const void *p, keops_dtype dt, size_t e);
 double bc_rel_err(const void *got, const void *want, keops_dtype dt, size_t n);
 double bc_norm_err(const void *got, const void *want, keops_dtype dt, size_t n);
 double bc_sqdist(const double *u, const double *v, int D);
+/* Largest relative difference accepted between keops and a baseline or the reference. */
+static inline double bc_tolerance(keops_dtype dt) { return dt == KEOPS_FLOAT32 ? 1e-3 : 1e-9; }
 double bc_knn_err(const int64_t *got, const int64_t *want, int64_t rows, int K, int64_t N,
                   const data *d, int D);
 

@@ -33,6 +33,7 @@
 
 #include "bench_baseline.h"
 #include "bench_cases.h"
+#include "bench_sparse.h"
 #include "bench_static.h"
 #include "gpu.h"
 #include "keops.h"
@@ -61,6 +62,9 @@ static const char usage_text[] =
     "  --reps=R           timed runs per measurement (default 3 to 5; tiny 2000)\n"
     "  --k=K              K of the knn case (default 10; above 16 the kernel keeps heaps)\n"
     "  --fast-math        kernels with fast_math = 1 (GPU float32 Exp as ex2.approx alone)\n"
+    "  --density=F        block-sparse instead: each case dense and with ranges keeping a\n"
+    "                     random F of its 100 x 100 blocks of pairs, same kernel, same run;\n"
+    "                     sparse/dense should be about F\n"
     "  --target=T         CPU target: host (default, or KEOPS_TARGET), avx512, avx2, generic\n"
     "  --csv              machine-readable output (machine info as '#' lines)\n"
     "  --help             this text\n";
@@ -77,6 +81,7 @@ typedef struct opts {
   const char *target;
   int csv;
   int devp; /* --device-pointers */
+  double density; /* --density: > 0 runs the block-sparse comparison instead */
 } opts;
 
 __attribute__((format(printf, 1, 2))) static int bad_usage(const char *fmt, ...) {
@@ -128,6 +133,7 @@ static int parse_args(int argc, char **argv, opts *o) {
                                             {"k", required_argument, NULL, 'k'},
                                             {"device-pointers", no_argument, NULL, 'P'},
                                             {"fast-math", no_argument, NULL, 'F'},
+                                            {"density", required_argument, NULL, 'D'},
                                             {"help", no_argument, NULL, 'h'},
                                             {NULL, 0, NULL, 0}};
   memset(o, 0, sizeof *o);
@@ -181,6 +187,13 @@ static int parse_args(int argc, char **argv, opts *o) {
       if (parse_i64(optarg, 1, 100000, &v)) return bad_usage("--k '%s' is not in [1, 100000]", optarg);
       bc_knn_k = (int)v;
       break;
+    case 'D': {
+      char *end;
+      o->density = strtod(optarg, &end);
+      if (*end || end == optarg || !(o->density > 0 && o->density <= 1))
+        return bad_usage("--density '%s' is not in (0, 1]", optarg);
+      break;
+    }
     case 'T': o->target = optarg; break;
     case 'C': o->csv = 1; break;
     case 'P': o->devp = 1; break;
@@ -192,6 +205,8 @@ static int parse_args(int argc, char **argv, opts *o) {
   if (!any_case) parse_cases("all", o);
   if (o->devp && o->backend != KEOPS_BACKEND_GPU)
     return bad_usage("--device-pointers needs --backend=gpu");
+  if (o->density > 0 && (o->devp || o->csv))
+    return bad_usage("--density runs host arrays and prints text only");
   for (int q = 0; q < NCASES; q++)
     if (bc_cases[q].gpu_only && o->backend != KEOPS_BACKEND_GPU) {
       if (o->want_case[q] == 1) return bad_usage("case %s runs only with --backend=gpu", bc_cases[q].name);
@@ -286,7 +301,6 @@ static void report_failure(const bcase *c, const request *r, keops_dtype dt, int
 /* Tolerated relative difference to the baseline and to the reference: float32 sums of 20000
  * terms accumulated in float32 by the baseline drift by ~1e-5, exp/log of both sides differ by
  * a few ulp. Not a timing assertion: a case over it is reported as MISMATCH. */
-static double tolerance(keops_dtype dt) { return dt == KEOPS_FLOAT32 ? 1e-3 : 1e-9; }
 
 /* ---- GPU ------------------------------------------------------------------------------------ */
 
@@ -564,7 +578,7 @@ static void run_case(const bcase *c, keops_dtype dt, const opts *o, int threads,
     else
       res->err_ref = bc_rel_err(out, out_ref, odt, (size_t)rr * (size_t)odim);
   }
-  double tol = tolerance(dt);
+  double tol = bc_tolerance(dt);
   int ok = res->err_base <= tol && (res->err_ref < 0 || res->err_ref <= tol);
   res->status = ok ? "ok" : "MISMATCH";
   if (!ok) {
@@ -934,6 +948,16 @@ int main(int argc, char **argv) {
   keops_context_destroy(ctx);
   int failed = (jp && !jp->ok) || (lp && lp->with_sync < 0);
 
+  if (o.density > 0) {
+    bs_print_header();
+    for (int c = 0; c < NCASES; c++)
+      for (int dt = 0; dt < 2 && o.want_case[c]; dt++)
+        if (o.dtypes[dt])
+          failed |= bs_run(&bc_cases[c], dt ? KEOPS_FLOAT64 : KEOPS_FLOAT32, o.M ? o.M : bc_cases[c].M,
+                           o.N ? o.N : bc_cases[c].N, o.reps ? o.reps : bc_cases[c].reps, threads,
+                           o.backend, o.density);
+    return failed ? 1 : 0;
+  }
   print_header(&o);
   for (int c = 0; c < NCASES; c++) {
     if (!o.want_case[c]) continue;
