@@ -566,6 +566,43 @@ out:
   return res;
 }
 
+/* Var (pos, dim, cat) -> itself, except the one at position *zeroed -> Zero. */
+static uint32_t zero_var(dag *d, int pos, int dim, int cat, const void *zeroed) {
+  return pos == *(const int *)zeroed ? dag_zero(d, dim) : dag_var(d, pos, dim, cat);
+}
+
+/* The tangent T(u) = Diff(f, v, u), u a Var at a position f does not use, is linear in u. If
+ * T does not depend on v, then d/dt f(t v) = T(v) for every t, so f(v) = f(0) + T(v): f is
+ * linear exactly when f(0) is 0, which the simplifier folds to a Zero node (comparing f with
+ * T(v) would depend on the order in which each writes its products). */
+int ad_is_linear(dag *d, uint32_t f, uint32_t v) {
+  if (!f || !v || !check_var(d, "linearity", v)) return -1;
+  int free_pos = 0;
+  for (uint32_t id = 1; id <= f; id++)
+    if (dag_get(d, id)->op == OP_Var && dag_params(d, id)[0] >= free_pos)
+      free_pos = (int)dag_params(d, id)[0] + 1;
+  const dag_node *vn = dag_get(d, v);
+  int pv = (int)dag_params(d, v)[0], cat = (int)dag_params(d, v)[1];
+  uint32_t u = dag_var(d, free_pos, vn->dim, cat), t = u ? ad_diff(d, f, v, u) : 0;
+  if (!t) return -1;
+  uint8_t *need = calloc((size_t)t + 1, 1);
+  if (!need) {
+    oom(d);
+    return -1;
+  }
+  need[t] = 1;
+  int uses_v = 0;
+  for (uint32_t id = t; id > 0; id--)
+    if (need[id]) {
+      uses_v |= id == v;
+      for (int c = 0; c < dag_get(d, id)->nk; c++) need[dag_get(d, id)->k[c]] = 1;
+    }
+  free(need);
+  if (uses_v) return 0;
+  uint32_t at0 = dag_map_vars(d, f, zero_var, &pv);
+  return at0 ? dag_is_zero(d, at0) : -1;
+}
+
 /* ---- operators built on Grad / Diff -------------------------------------------------------- */
 
 /* Concat over k of Grad(f, v, e_k): entry k * dim v + j is d f_k / d v_j (KeOps GradMatrix,

@@ -99,6 +99,10 @@ uint32_t dag_count(const dag *d); /* ids are 1 .. count-1 */
 uint32_t dag_make(dag *d, int op, const uint32_t *kids, int nk, const int64_t *params, int np);
 uint32_t dag_un(dag *d, int op, uint32_t a);
 uint32_t dag_bin(dag *d, int op, uint32_t a, uint32_t b);
+/* Rebuilds `id` through the smart constructors with every Var (pos, dim, cat) replaced by
+ * fn(d, pos, dim, cat, ctx); 0 on error. */
+typedef uint32_t (*dag_var_fn)(dag *d, int pos, int dim, int cat, const void *ctx);
+uint32_t dag_map_vars(dag *d, uint32_t id, dag_var_fn fn, const void *ctx);
 /* Rebuilds `id` with every Var's category c replaced by swap[c] (axis 0 uses {1, 0, 2}). */
 uint32_t dag_swap_cats(dag *d, uint32_t id, const int swap[3]);
 uint32_t dag_var(dag *d, int pos, int dim, int cat);

@@ -69,6 +69,9 @@ uint32_t ad_grad(dag *d, uint32_t f, uint32_t v, uint32_t e); /* [d f/d v]^T e, 
 uint32_t ad_diff(dag *d, uint32_t f, uint32_t v, uint32_t u); /* (d f/d v) u, dim of f */
 uint32_t ad_grad_matrix(dag *d, uint32_t f, uint32_t v);      /* dim f * dim v */
 uint32_t ad_divergence(dag *d, uint32_t f, uint32_t v);       /* dim f = dim v, out 1 */
+/* Whether f is linear in the Var v: 1 yes, 0 no, -1 on error (dag error set). Exact where it
+ * says yes; a linear f that the simplifier writes two different ways reads as non-linear. */
+int ad_is_linear(dag *d, uint32_t f, uint32_t v);
 
 /* ---- reductions (red.c, red_<family>.c, reductions.def) ------------------------------- */
 

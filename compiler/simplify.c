@@ -657,8 +657,9 @@ uint32_t dag_make(dag *d, int op, const uint32_t *kids, int nk, const int64_t *p
 }
 
 /* Rebuilds the nodes below root bottom-up (ids are topological) through dag_make, each Var
- * with its category mapped by swap, so that the rules see the new categories. */
-uint32_t dag_swap_cats(dag *d, uint32_t root, const int swap[3]) {
+ * replaced by what fn makes of it (position, dim, category), so that the rules see the new
+ * leaves. */
+uint32_t dag_map_vars(dag *d, uint32_t root, dag_var_fn fn, const void *ctx) {
   if (!root) return 0;
   uint32_t *map = calloc((size_t)root + 1, sizeof *map);
   uint8_t *need = calloc((size_t)root + 1, 1);
@@ -677,7 +678,7 @@ uint32_t dag_swap_cats(dag *d, uint32_t root, const int swap[3]) {
     int64_t p[256];
     memcpy(p, dag_params(d, id), sizeof *p * (size_t)a.np);
     if (a.op == OP_Var) {
-      map[id] = dag_var(d, (int)p[0], a.dim, swap[p[1]]);
+      map[id] = fn(d, (int)p[0], a.dim, (int)p[1], ctx);
     } else if (a.nk == 0) {
       map[id] = id;
     } else {
@@ -690,4 +691,12 @@ uint32_t dag_swap_cats(dag *d, uint32_t root, const int swap[3]) {
   uint32_t out = map[root];
   free(map), free(need);
   return out;
+}
+
+static uint32_t swap_var(dag *d, int pos, int dim, int cat, const void *swap) {
+  return dag_var(d, pos, dim, ((const int *)swap)[cat]);
+}
+
+uint32_t dag_swap_cats(dag *d, uint32_t root, const int swap[3]) {
+  return dag_map_vars(d, root, swap_var, swap);
 }

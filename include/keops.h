@@ -40,7 +40,8 @@ typedef enum keops_status {
   KEOPS_ERROR_DEVICE,      /* CUDA driver failure */
   KEOPS_ERROR_COMPILE,     /* LLVM failed: always a bug, message says what */
   KEOPS_ERROR_OUT_OF_MEMORY,
-  KEOPS_ERROR_IO /* disk cache trouble that could not be ignored */
+  KEOPS_ERROR_IO,           /* disk cache trouble that could not be ignored */
+  KEOPS_ERROR_NOT_CONVERGED /* keops_kernel_solve reached its iteration cap */
 } keops_status;
 
 typedef enum keops_dtype { KEOPS_FLOAT32 = 0, KEOPS_FLOAT64 = 1, KEOPS_INT64 = 2 } keops_dtype;
@@ -184,6 +185,55 @@ KEOPS_API keops_backend keops_kernel_backend(const keops_kernel *k, const keops_
  * compute capability or driver keops cannot generate code for, no primary context...).
  * The string belongs to ctx; "" for a NULL ctx or an unknown b. */
 KEOPS_API const char *keops_backend_describe(const keops_context *ctx, keops_backend b);
+
+/* keops_kernel_solve's options; initialise with keops_solve_options_init(). */
+typedef struct keops_solve_options {
+  size_t size;    /* sizeof(keops_solve_options) */
+  double alpha;   /* solves (alpha Id + K) x = b; KeOps's default is 1e-10, here 0 unless set */
+  double tol;     /* stop when |b - (alpha x + K x)| <= tol |b| (2-norms over all entries);
+                     0: 1e-5 for float32 kernels, 1e-10 for float64 */
+  int max_iter;   /* at most this many products with K; 0: twice the number of unknowns,
+                     within [100, 10000] */
+  const keops_run_options *run; /* how each product runs (backend, threads, ranges...); NULL:
+                                   defaults. device_pointers is refused. */
+} keops_solve_options;
+
+/* What a solve did; initialise .size with keops_solve_info_init() or sizeof. */
+typedef struct keops_solve_info {
+  size_t size;
+  int iterations;  /* products with K */
+  double residual; /* |b - (alpha x + K x)| / |b| at the end (0 when b = 0) */
+} keops_solve_info;
+
+static inline keops_solve_options keops_solve_options_init(void) {
+  keops_solve_options o;
+  memset(&o, 0, sizeof o);
+  o.size = sizeof o;
+  return o;
+}
+
+static inline keops_solve_info keops_solve_info_init(void) {
+  keops_solve_info i;
+  memset(&i, 0, sizeof i);
+  i.size = sizeof i;
+  return i;
+}
+
+/* Solves (alpha Id + K) x = b by conjugate gradients, as KeOps's KernelSolve, where K is
+ * kernel k (a Sum) seen as a linear map of its input `var`: args holds every input as for
+ * keops_kernel_run, args[var] being b, and x (laid out like b: rows x dim in the kernel's
+ * dtype, the caller's) receives the solution. The formula must be linear in var (checked
+ * symbolically: KEOPS_ERROR_DIMENSION "formula is not linear in b" otherwise), var must be a
+ * Vi or Vj input with as many rows and columns as the output (with var a Vj of a
+ * KEOPS_AXIS_J kernel, M == N), and alpha Id + K must be symmetric positive definite, which
+ * CG cannot check in full: a direction of non-positive curvature is KEOPS_ERROR_ARGUMENT.
+ * Iterations run in double on the host, each product on the chosen backend. Reaching max_iter
+ * returns KEOPS_ERROR_NOT_CONVERGED with the last iterate in x. opts and info may be NULL;
+ * info, when given, is filled whatever the status (once the arguments are checked). */
+KEOPS_API keops_status keops_kernel_solve(keops_kernel *k, int var, int64_t M, int64_t N,
+                                          const void *const *args, void *x,
+                                          const keops_solve_options *opts,
+                                          keops_solve_info *info);
 
 /* Builds the ranges of a block-sparse reduction from clusters and a keep mask, as KeOps's
  * from_matrix: clusters_i (nci x 2) and clusters_j (ncj x 2) are [start, end) ranges of rows i

@@ -64,6 +64,7 @@ const char *keops_status_string(keops_status s) {
   case KEOPS_ERROR_COMPILE: return "KEOPS_ERROR_COMPILE";
   case KEOPS_ERROR_OUT_OF_MEMORY: return "KEOPS_ERROR_OUT_OF_MEMORY";
   case KEOPS_ERROR_IO: return "KEOPS_ERROR_IO";
+  case KEOPS_ERROR_NOT_CONVERGED: return "KEOPS_ERROR_NOT_CONVERGED";
   }
   return "unknown status"; /* outside the switch: s may hold any int */
 }
@@ -109,8 +110,8 @@ void keops_context_destroy(keops_context *ctx) {
  * library's layout (`ours` bytes): what an older caller lacks reads as zero, and what a newer
  * caller has beyond our fields must be zero, since we cannot honour it. Every version before
  * the first with a size field had none, so today a smaller size is wrong too. */
-static keops_status copy_sized(const void *in, void *out, size_t ours, const char *who,
-                               const char *name, const char *type) {
+keops_status rt_copy_sized(const void *in, void *out, size_t ours, const char *who,
+                           const char *name, const char *type) {
   size_t size;
   memcpy(&size, in, sizeof size);
   if (size == 0)
@@ -139,7 +140,7 @@ static keops_status read_options(const keops_context *ctx, const keops_run_optio
     *o = ctx->defaults;
     return KEOPS_OK;
   }
-  return copy_sized(opts, o, sizeof *o, who, "opts", "keops_run_options");
+  return rt_copy_sized(opts, o, sizeof *o, who, "opts", "keops_run_options");
 }
 
 /* ---- kernels ----------------------------------------------------------------------------- */
@@ -168,7 +169,7 @@ keops_status keops_kernel_create(keops_context *ctx, const keops_kernel_desc *us
                                  keops_kernel **out) {
   if (out) *out = NULL;
   keops_kernel_desc copy, *desc = &copy;
-  keops_status st = user_desc ? copy_sized(user_desc, desc, sizeof *desc, "keops_kernel_create",
+  keops_status st = user_desc ? rt_copy_sized(user_desc, desc, sizeof *desc, "keops_kernel_create",
                                            "desc", "keops_kernel_desc")
                               : KEOPS_OK;
   if (st != KEOPS_OK || (st = check_desc(ctx, user_desc ? desc : NULL, out)) != KEOPS_OK) return st;

@@ -72,6 +72,13 @@ keops_status rt_run_cpu(keops_kernel *k, int64_t M, int64_t N, const void *const
                         void *const *outs, const keops_run_options *o, const fe_ranges *rg,
                         kerr *e);
 
+/* Copies the caller's struct `in`, whose first member is its size, into `out` of this
+ * library's layout (`ours` bytes), as api.c reads every public struct: size 0 or smaller than
+ * ours is refused, a larger one only while its bytes past ours are zero. who, name and type
+ * name it in the message ("keops_kernel_run", "opts", "keops_run_options"). */
+keops_status rt_copy_sized(const void *in, void *out, size_t ours, const char *who,
+                           const char *name, const char *type);
+
 /* ranges.c: checks every entry of r for a run of p on M x N (rt_fail naming the first bad
  * one) and gives the arrays of p's axis in *out, which points into r. */
 keops_status rt_ranges_read(const fe_program *p, const keops_ranges *r, int64_t M, int64_t N,
