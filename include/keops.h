@@ -167,6 +167,9 @@ KEOPS_API int keops_kernel_arg_dim(const keops_kernel *k, int arg);      /* colu
 KEOPS_API int keops_kernel_arg_category(const keops_kernel *k, int arg); /* 0: Vi (M rows), 1: Vj (N rows), 2: Pm */
 KEOPS_API int keops_kernel_output_count(const keops_kernel *k);        /* 1, or 2 for Min_ArgMin, Max_ArgMax, KMin_ArgKMin */
 KEOPS_API int keops_kernel_output_dim(const keops_kernel *k, int out); /* values per output row */
+/* Rows of every output of a run on M x N: M for KEOPS_AXIS_J, N for KEOPS_AXIS_I, 1 for a
+ * gradient with respect to a parameter (keops_kernel_grad); -1 for a NULL k or a negative size. */
+KEOPS_API int64_t keops_kernel_output_rows(const keops_kernel *k, int64_t M, int64_t N);
 /* dtype of output `out`; KEOPS_FLOAT32 for a NULL kernel or an index out of range. */
 KEOPS_API keops_dtype keops_kernel_output_dtype(const keops_kernel *k, int out);
 
@@ -185,6 +188,22 @@ KEOPS_API keops_backend keops_kernel_backend(const keops_kernel *k, const keops_
  * compute capability or driver keops cannot generate code for, no primary context...).
  * The string belongs to ctx; "" for a NULL ctx or an unknown b. */
 KEOPS_API const char *keops_backend_describe(const keops_context *ctx, keops_backend b);
+
+/* Derives the kernel of the gradient of k's reduction with respect to its input `var`, as
+ * KeOps's autograd layer does: for a loss with gradient G with respect to k's output, the new
+ * kernel computes the gradient with respect to input var, shaped like var (a Vi input: M
+ * rows, a Vj input: N rows, a Pm input: one row, the sum over rows done after the run; host
+ * arrays only). Its inputs are k's, in their positions, then, at position
+ * keops_kernel_arg_count(k): G (k's output's shape), then for LogSumExp-type and
+ * SumSoftMaxWeight reductions R, k's output, then for SumSoftMaxWeight with respect to an
+ * input indexed like the reduced index L, the LogSumExp of k's formula (a kernel of the same
+ * description with reduction LogSumExp and no formula2). keops_kernel_arg_* say which.
+ * Supported: Sum, LogSumExp, LogSumExpWeight, SumSoftMaxWeight, and the Arg reductions (zero).
+ * Min, Max, KMin and the raw Max_SumShiftExp outputs give KEOPS_ERROR_UNSUPPORTED. The new
+ * kernel is a kernel like any other, so its own gradients follow (second derivatives); R and
+ * L are inputs of their own there, so a derivative through them is the caller's chain rule.
+ * On success *out owns the new kernel (keops_kernel_destroy); on failure *out is NULL. */
+KEOPS_API keops_status keops_kernel_grad(keops_kernel *k, int var, keops_kernel **out);
 
 /* keops_kernel_solve's options; initialise with keops_solve_options_init(). */
 typedef struct keops_solve_options {

@@ -189,6 +189,7 @@ keops_status keops_kernel_create(keops_context *ctx, const keops_kernel_desc *us
   k->ctx = ctx;
   k->prog = prog;
   k->cpu_key = NULL;
+  k->sum_rows = 0;
   atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
   if (rt_kernel_init(k, &e) != KEOPS_OK) {
     keops_kernel_destroy(k);
@@ -230,6 +231,11 @@ int keops_kernel_output_count(const keops_kernel *k) { return k ? k->prog->nout 
 
 int keops_kernel_output_dim(const keops_kernel *k, int out) {
   return out_ok(k, out) ? k->prog->out_dim[out] : -1;
+}
+
+int64_t keops_kernel_output_rows(const keops_kernel *k, int64_t M, int64_t N) {
+  if (!k || M < 0 || N < 0) return -1;
+  return k->sum_rows ? 1 : fe_rows(k->prog, M, N);
 }
 
 keops_dtype keops_kernel_output_dtype(const keops_kernel *k, int out) {
@@ -307,12 +313,11 @@ static keops_status check_inputs(const fe_program *p, int64_t M, int64_t N,
   return KEOPS_OK;
 }
 
-static keops_status check_outputs(const fe_program *p, int64_t M, int64_t N, void *const *outs) {
+static keops_status check_outputs(const fe_program *p, int64_t rows, void *const *outs) {
   if (!outs)
     return rt_fail(KEOPS_ERROR_ARGUMENT,
                    "keops_kernel_run: outs is NULL but the kernel has %d output%s", p->nout,
                    p->nout > 1 ? "s" : "");
-  int64_t rows = fe_rows(p, M, N);
   for (int k = 0; k < p->nout; k++) {
     if (!fits(rows, p->out_dim[k], elem_size(p->out_dtype[k])))
       return rt_fail(KEOPS_ERROR_ARGUMENT,
@@ -331,11 +336,27 @@ static keops_status check_outputs(const fe_program *p, int64_t M, int64_t N, voi
 
 /* A Sum whose formula simplified to Zero: its outputs are zeros (all-zero bytes are 0.0 in
  * IEEE formats), on every backend, without evaluating a single pair. */
-static keops_status fill_zero(const fe_program *p, int64_t M, int64_t N, void *const *outs) {
-  int64_t rows = fe_rows(p, M, N);
+static keops_status fill_zero(const fe_program *p, int64_t rows, void *const *outs) {
   for (int k = 0; k < p->nout; k++)
     if (outs[k]) memset(outs[k], 0, (size_t)(rows * p->out_dim[k] * elem_size(p->out_dtype[k])));
   return KEOPS_OK;
+}
+
+/* The run on backend be, its failure recorded. */
+static keops_status dispatch(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
+                             void *const *outs, const keops_run_options *o, keops_backend be,
+                             const fe_ranges *rg) {
+  const fe_program *p = k->prog;
+  kerr e;
+  kerr_clear(&e);
+  keops_status st;
+  if (p->zero) st = rt_gpu_fill_zero(k, M, N, outs, o, &e);
+  else if (be == KEOPS_BACKEND_GPU) st = rt_run_gpu(k, M, N, args, outs, o, rg, &e);
+  else if (be == KEOPS_BACKEND_CPU) st = rt_run_cpu(k, M, N, args, outs, o, rg, &e);
+  else st = interp_run(p, M, N, args, outs, rg, &e);
+  if (st != KEOPS_OK && e.status == KEOPS_OK)
+    return rt_fail(st, "keops_kernel_run: %s", keops_status_string(st));
+  return st == KEOPS_OK ? KEOPS_OK : rt_fail_kerr(&e, "keops_kernel_run");
 }
 
 keops_status keops_kernel_run(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
@@ -347,7 +368,7 @@ keops_status keops_kernel_run(keops_kernel *k, int64_t M, int64_t N, const void 
   if ((st = read_options(k->ctx, opts, o, "keops_kernel_run")) != KEOPS_OK ||
       (st = check_sizes(M, N)) != KEOPS_OK || (st = check_options(o)) != KEOPS_OK ||
       (st = check_inputs(p, M, N, args)) != KEOPS_OK ||
-      (st = check_outputs(p, M, N, outs)) != KEOPS_OK)
+      (st = check_outputs(p, keops_kernel_output_rows(k, M, N), outs)) != KEOPS_OK)
     return st;
 
   keops_backend be = rt_backend(k->ctx, o);
@@ -357,17 +378,29 @@ keops_status keops_kernel_run(keops_kernel *k, int64_t M, int64_t N, const void 
                    (int)o->backend);
   fe_ranges ranges, *rg = NULL;
   if (o->ranges && (st = rt_ranges_read(p, o->ranges, M, N, rg = &ranges)) != KEOPS_OK) return st;
-  kerr e;
-  kerr_clear(&e);
   /* a Sum of Zero is 0 on every row, in a block or not */
-  if (p->zero && !o->device_pointers) return fill_zero(p, M, N, outs);
-  if (p->zero) st = rt_gpu_fill_zero(k, M, N, outs, o, &e);
-  else if (be == KEOPS_BACKEND_GPU) st = rt_run_gpu(k, M, N, args, outs, o, rg, &e);
-  else if (be == KEOPS_BACKEND_CPU) st = rt_run_cpu(k, M, N, args, outs, o, rg, &e);
-  else st = interp_run(p, M, N, args, outs, rg, &e);
-  if (st != KEOPS_OK && e.status == KEOPS_OK)
-    return rt_fail(st, "keops_kernel_run: %s", keops_status_string(st));
-  return st == KEOPS_OK ? KEOPS_OK : rt_fail_kerr(&e, "keops_kernel_run");
+  if (p->zero && !o->device_pointers) return fill_zero(p, keops_kernel_output_rows(k, M, N), outs);
+  if (!k->sum_rows) return dispatch(k, M, N, args, outs, o, be, rg);
+  if (o->device_pointers)
+    return rt_fail(KEOPS_ERROR_UNSUPPORTED, "keops_kernel_run: the gradient of a parameter sums "
+                                            "its rows on the host: device_pointers is not supported");
+  /* a parameter's gradient: one row per output row, then their sum in double */
+  int64_t rows = fe_rows(p, M, N);
+  int dim = p->out_dim[0];
+  size_t esz = (size_t)elem_size(p->dtype);
+  void *tmp = malloc((size_t)rows * (size_t)dim * esz + 1);
+  if (!tmp) return rt_fail(KEOPS_ERROR_OUT_OF_MEMORY, "keops_kernel_run: out of memory for %lld "
+                                                      "rows of the gradient", (long long)rows);
+  if ((st = dispatch(k, M, N, args, (void *[]){tmp}, o, be, rg)) == KEOPS_OK)
+    for (int c = 0; c < dim; c++) {
+      double s = 0;
+      for (int64_t r = 0; r < rows; r++)
+        s += p->dtype == KEOPS_FLOAT32 ? ((float *)tmp)[r * dim + c] : ((double *)tmp)[r * dim + c];
+      if (p->dtype == KEOPS_FLOAT32) ((float *)outs[0])[c] = (float)s;
+      else ((double *)outs[0])[c] = s;
+    }
+  free(tmp);
+  return st;
 }
 
 keops_status rt_kernel_prepare(keops_kernel *k, const keops_run_options *opts) {

@@ -50,6 +50,7 @@ struct keops_kernel {
   /* gpu_run.c: the code loaded for each device, set on the first run there (the context's,
    * unloaded with it), so that later runs skip the key and the cache lookup */
   _Atomic(struct rt_gpu_code *) gpu[RT_MAX_DEVICES];
+  int sum_rows; /* the gradient of a parameter (grad.c): the output rows are summed into one */
 };
 
 /* context.c */
