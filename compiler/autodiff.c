@@ -292,6 +292,19 @@ static uint32_t st_adjoint_ExtractT(dag *d, const ad_node *a, uint32_t g, int k)
   return un_p(d, OP_Extract, g, a->p[0], dim_of(d, a->n.k[0]), 2);
 }
 
+/* complex <-> real: each is the other's adjoint (ComplexReal^T = Real2Complex...) */
+static uint32_t st_adjoint_ComplexReal(dag *d, const ad_node *a, uint32_t g, int k) {
+  (void)k;
+  static const int adj[][2] = {{OP_ComplexReal, OP_Real2Complex}, {OP_ComplexImag, OP_Imag2Complex},
+                               {OP_Real2Complex, OP_ComplexReal}, {OP_Imag2Complex, OP_ComplexImag}};
+  for (size_t q = 0; q < sizeof adj / sizeof *adj; q++)
+    if (adj[q][0] == a->n.op) return dag_un(d, adj[q][1], g);
+  return 0;
+}
+#define st_adjoint_ComplexImag st_adjoint_ComplexReal
+#define st_adjoint_Real2Complex st_adjoint_ComplexReal
+#define st_adjoint_Imag2Complex st_adjoint_ComplexReal
+
 static uint32_t st_adjoint_Concat(dag *d, const ad_node *a, uint32_t g, int k) {
   int d0 = dim_of(d, a->n.k[0]), d1 = dim_of(d, a->n.k[1]);
   return k == 0 ? un_p(d, OP_Extract, g, 0, d0, 2) : un_p(d, OP_Extract, g, d0, d1, 2);
@@ -486,6 +499,10 @@ static int bilinear_tangent(dag *d, const ad_node *a, const uint32_t *t, uint32_
 #define st_tangent_Extract linear_tangent
 #define st_tangent_ExtractT linear_tangent
 #define st_tangent_Concat linear_tangent
+#define st_tangent_ComplexReal linear_tangent
+#define st_tangent_ComplexImag linear_tangent
+#define st_tangent_Real2Complex linear_tangent
+#define st_tangent_Imag2Complex linear_tangent
 static int linear_tangent(dag *d, const ad_node *a, const uint32_t *t, uint32_t *out) {
   uint32_t kids[DAG_MAX_KIDS];
   for (int k = 0; k < a->n.nk; k++) kids[k] = t[k] ? t[k] : dag_zero(d, dim_of(d, a->n.k[k]));

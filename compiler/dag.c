@@ -408,6 +408,10 @@ static void st_print_Scalprod(printer *pr, uint32_t id) {
 #define st_print_VecMatMult print_call
 #define st_print_TensorProd print_call
 #define st_print_TensorDot print_call
+#define st_print_ComplexReal print_call
+#define st_print_ComplexImag print_call
+#define st_print_Real2Complex print_call
+#define st_print_Imag2Complex print_call
 
 static st_print_fn *const st_print[OP_COUNT] = {
 #define X(name, kind, sig, vm, eval, t0, t1, t2) DAG_ST_ENTRY(kind, name, st_print_)

@@ -104,6 +104,18 @@ static void st_eval_ExtractT(const ip_step *s, const double *const *k, double *o
   memcpy(o + s->par[0], k[0], sizeof *o * (size_t)s->kdim[0]);
 }
 
+/* complex <-> real: entries 2q (re) and 2q + 1 (im) */
+static void st_eval_ComplexReal(const ip_step *s, const double *const *k, double *o) {
+  for (int q = 0; q < s->dim; q++) o[q] = k[0][2 * q + (s->op == OP_ComplexImag)];
+}
+#define st_eval_ComplexImag st_eval_ComplexReal
+
+static void st_eval_Real2Complex(const ip_step *s, const double *const *k, double *o) {
+  int im = s->op == OP_Imag2Complex;
+  for (int q = 0; q < s->kdim[0]; q++) o[2 * q + im] = k[0][q], o[2 * q + !im] = 0;
+}
+#define st_eval_Imag2Complex st_eval_Real2Complex
+
 static void st_eval_Concat(const ip_step *s, const double *const *k, double *o) {
   memcpy(o, k[0], sizeof *o * (size_t)s->kdim[0]);
   memcpy(o + s->kdim[0], k[1], sizeof *o * (size_t)s->kdim[1]);

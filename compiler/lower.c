@@ -237,6 +237,19 @@ static void st_lower_ExtractT(lw *L, const st_in *x, LLVMValueRef *out) {
   for (int q = 0; q < x->n->dim; q++) out[q] = q >= s && q < s + x->kd[0] ? x->k[0][q - s] : zero;
 }
 
+static void st_lower_ComplexReal(lw *L, const st_in *x, LLVMValueRef *out) {
+  (void)L;
+  for (int q = 0; q < x->n->dim; q++) out[q] = x->k[0][2 * q + (x->n->op == OP_ComplexImag)];
+}
+#define st_lower_ComplexImag st_lower_ComplexReal
+
+static void st_lower_Real2Complex(lw *L, const st_in *x, LLVMValueRef *out) {
+  LLVMValueRef zero = lw_const(L, 0, x->vec);
+  int im = x->n->op == OP_Imag2Complex;
+  for (int q = 0; q < x->kd[0]; q++) out[2 * q + im] = x->k[0][q], out[2 * q + !im] = zero;
+}
+#define st_lower_Imag2Complex st_lower_Real2Complex
+
 static void st_lower_Concat(lw *L, const st_in *x, LLVMValueRef *out) {
   (void)L;
   int d0 = x->kd[0];

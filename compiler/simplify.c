@@ -606,6 +606,48 @@ static uint32_t st_rules_TensorDot(dag *d, const st_node *n) {
   return np == n->np ? NONE : dag_make(d, OP_TensorDot, n->k, 2, n->p, np);
 }
 
+/* ---- complex <-> real ------------------------------------------------------------------- */
+
+static int st_dim_ComplexReal(dag *d, const st_node *n) {
+  if (n->da % 2)
+    return (int)DIMFAIL(n->op, "the argument's dim %d is odd: a complex vector interleaves re "
+                               "and im", n->da);
+  return n->da / 2;
+}
+#define st_dim_ComplexImag st_dim_ComplexReal
+
+static int st_dim_Real2Complex(dag *d, const st_node *n) {
+  if (2 * n->da > DAG_MAX_DIM) return (int)DIMFAIL(n->op, "dim %d is out of range", 2 * n->da);
+  return 2 * n->da;
+}
+#define st_dim_Imag2Complex st_dim_Real2Complex
+
+/* ComplexReal / ComplexImag (part = op) of a: the part a was made from, zero for the other
+ * part, and through +, - and * (entry 2k of an elementwise result is the op of the operands'
+ * entries 2k; a dim-1 operand broadcasts to every entry), so that the sugar's compositions
+ * (a product of products) collapse. */
+static uint32_t st_rules_ComplexReal(dag *d, const st_node *n) {
+  uint32_t a = n->k[0];
+  int op = opof(d, a), mine = n->op == OP_ComplexReal ? OP_Real2Complex : OP_Imag2Complex;
+  if (n->za) return dag_zero(d, n->dim);
+  if (op == mine) return kid(d, a, 0);
+  if (op == OP_Real2Complex || op == OP_Imag2Complex) return dag_zero(d, n->dim);
+  if (op == OP_Minus) return dag_un(d, OP_Minus, dag_un(d, n->op, kid(d, a, 0)));
+  if (op == OP_Add || op == OP_Subtract || op == OP_Mult) {
+    uint32_t k[2] = {kid(d, a, 0), kid(d, a, 1)};
+    for (int c = 0; c < 2; c++)
+      if (dimof(d, k[c]) != 1) k[c] = dag_un(d, n->op, k[c]);
+    return dag_bin(d, op, k[0], k[1]);
+  }
+  return NONE;
+}
+#define st_rules_ComplexImag st_rules_ComplexReal
+
+static uint32_t st_rules_Real2Complex(dag *d, const st_node *n) {
+  return n->za ? dag_zero(d, n->dim) : NONE;
+}
+#define st_rules_Imag2Complex st_rules_Real2Complex
+
 static st_dim_fn *const st_dims[OP_COUNT] = {
 #define X(name, kind, sig, vm, eval, t0, t1, t2) DAG_ST_ENTRY(kind, name, st_dim_)
 #include "ops.def"

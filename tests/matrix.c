@@ -347,6 +347,22 @@ static const st_case st_cases[] = {
     {MX_GPU, "WeightedSqNorm(s,x)+WeightedSqDist(t,x,y)", 4, 0,
      {V("s", 4), V("t", 2), V("x", 2), V("y", 2)}},
     {MX_BOTH, "Kron(x,y,[2,3],[2,2])", 2, 0, {V("x", 6), V("y", 4)}},
+    /* complex: the four structural rows, and the sugar over them (a complex scalar broadcasts) */
+    {MX_CPU, "ComplexReal(z)+ComplexImag(z)", 1, 0, {V("z", 6)}},
+    {MX_CPU, "Real2Complex(x)+Imag2Complex(Sin(x))", 1, 0, {V("x", 3)}},
+    {MX_CPU, "Conj(z)+ComplexExp(z)+ComplexExp1j(x)", 2, 0, {V("z", 4), V("x", 2)}},
+    {MX_CPU, "Concat(ComplexAbs(z),ComplexSquareAbs(w))", 2, 0, {VD("z", 4, 0.5, 2, 0), V("w", 2)}},
+    {MX_CPU, "Concat(ComplexAngle(z),ComplexSum(w))", 2, 0, {V("z", 4), V("w", 6)}},
+    {MX_CPU, "ComplexSumT(z,3)", 1, 0, {V("z", 2)}},
+    {MX_CPU, "ComplexAdd(z,w)-ComplexSubtract(w,c)", 3, 0, {V("z", 4), V("w", 4), V("c", 2)}},
+    {MX_CPU, "ComplexMult(z,w)+ComplexMult(c,z)", 3, 0, {V("z", 4), V("w", 4), V("c", 2)}},
+    {MX_CPU, "ComplexRealScal(s,z)+ComplexDivide(z,w)", 3, 0,
+     {V("s", 1), V("z", 4), VD("w", 4, 0.5, 2, 0)}},
+    {MX_GPU, "ComplexDivide(ComplexMult(z,Conj(w)),ComplexExp(c))+ComplexRealScal(s,ComplexExp1j(x))", 5, 0,
+     {V("z", 4), V("w", 4), VD("c", 2, -1, 1, 0), V("s", 1), V("x", 2)}},
+    {MX_GPU, "Concat(ComplexAbs(z)+ComplexAngle(w),ComplexSumT(ComplexSum(ComplexAdd(z,ComplexSubtract"
+             "(w,Real2Complex(ComplexReal(z))+Imag2Complex(ComplexImag(w))))),2))*Sum(ComplexSquareAbs(w))",
+     2, 0, {VD("z", 4, 0.5, 2, 0), V("w", 4)}},
     {MX_CPU, "IntCst(3)*x+IntInv(7)", 1, 0, {V("x", 2)}},
     {MX_CPU, "RatCst(2,3)*x-1e30*Square(y)", 2, 0, {V("x", 2), V("y", 2)}}, /* 1e30: a Cst node */
     {MX_CPU, "Var(2,2,1)*x+y", 2, 0, {V("x", 2), V("y", 2)}},

@@ -253,6 +253,15 @@ static const ad_case st_cases[] = {
     {"WeightedSqNorm(s,x)", 2, {V("s", 3), V("x", 3)}},
     {"WeightedSqDist(s,x,y)", 3, {V("s", 4), V("x", 2), V("y", 2)}},
     {"Kron(x,y,[2,3],[2,2])", 2, {V("x", 6), V("y", 4)}},
+    /* complex */
+    {"ComplexReal(z)*ComplexImag(Exp(z))", 1, {V("z", 4)}},
+    {"Real2Complex(Sin(x))+Imag2Complex(x*x)", 1, {V("x", 3)}},
+    {"ComplexMult(z,Conj(w))", 2, {V("z", 4), V("w", 4)}},
+    {"ComplexDivide(z,w)", 2, {V("z", 4), VD("w", 4, 0.5, 2)}},
+    {"ComplexExp(z)+ComplexExp1j(x)", 2, {V("z", 2), V("x", 1)}},
+    {"Concat(ComplexAbs(z),ComplexAngle(z))", 1, {VD("z", 4, 0.5, 2)}},
+    {"ComplexSumT(ComplexSum(ComplexRealScal(s,z)),2)", 2, {V("s", 1), V("z", 6)}},
+    {"(ComplexAdd(z,c)-ComplexSubtract(c,z))*Sum(ComplexSquareAbs(z))", 2, {V("z", 4), V("c", 2)}},
     /* compositions, seed formula, second derivatives */
     {"Square(p-a)*Exp(x+y)", 4, {V("x", 3), V("y", 3), V("a", 1), V("p", 1)}},
     {"Exp(-SqDist(x,y))*b", 3, {V("x", 3), V("y", 3), V("b", 2)}},
