@@ -116,6 +116,20 @@ typedef struct keops_ranges {
   int64_t n_ranges_j, n_redranges_i;
 } keops_ranges;
 
+/* Batch dimensions, as KeOps's: every input has the same number k of leading batch
+ * dimensions, numpy-style. Input a is a contiguous array (e_a[0], ..., e_a[k-1], rows, dim)
+ * (a Pm input: (e_a[0], ..., e_a[k-1], dim)) whose extents are each the batch's or 1 (then
+ * broadcast); outputs are (B_0, ..., B_{k-1}, rows, dim), B_d the largest e_a[d]. Each batch
+ * element is a reduction of its own: Arg indices count from its first row, and ranges, when
+ * given, apply within every element. An extent that is neither B_d nor 1 is a
+ * KEOPS_ERROR_DIMENSION naming the input and the dimension (KeOps does not check). */
+#define KEOPS_MAX_BATCH_DIMS 8
+typedef struct keops_batch {
+  int ndim;               /* k, in [1, KEOPS_MAX_BATCH_DIMS] */
+  const int64_t *extents; /* keops_kernel_arg_count(k) x ndim, row-major: e_a[d] at
+                             extents[a * ndim + d]; positions no alias declares are ignored */
+} keops_batch;
+
 typedef struct keops_run_options { /* NULL options mean keops_run_options_init()'s defaults */
   size_t size;                     /* sizeof(keops_run_options), set by keops_run_options_init() */
   keops_backend backend;           /* AUTO: GPU when one is usable, else CPU */
@@ -126,6 +140,7 @@ typedef struct keops_run_options { /* NULL options mean keops_run_options_init()
   void *stream;        /* a CUstream for the GPU backend; NULL: the default stream */
   const keops_ranges *ranges; /* NULL: every pair; else a block-sparse reduction (read during
                                  the run only) */
+  const keops_batch *batch;   /* NULL: no batch dimensions (read during the run only) */
 } keops_run_options;
 
 /* A descriptor with every field zero but its size: set formula, aliases and axis next. */

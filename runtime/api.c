@@ -359,6 +359,77 @@ static keops_status dispatch(keops_kernel *k, int64_t M, int64_t N, const void *
   return st == KEOPS_OK ? KEOPS_OK : rt_fail_kerr(&e, "keops_kernel_run");
 }
 
+/* ---- batch dimensions ---------------------------------------------------------------------- */
+
+static keops_status run_one(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
+                            void *const *outs, const keops_run_options *o, keops_backend be,
+                            const fe_ranges *rg);
+
+/* Each batch element is a run of its own on offset pointers (also device pointers, which
+ * are addresses too): an input's batch strides skip its broadcast (extent 1) dimensions. */
+static keops_status run_batch(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
+                              void *const *outs, const keops_run_options *o, keops_backend be,
+                              const fe_ranges *rg) {
+  const fe_program *p = k->prog;
+  const keops_batch *b = o->batch;
+  int nd = b->ndim, n = p->args.n;
+  if (nd < 1 || nd > KEOPS_MAX_BATCH_DIMS)
+    return rt_fail(KEOPS_ERROR_ARGUMENT, "keops_kernel_run: batch->ndim = %d is not in [1, %d]",
+                   nd, KEOPS_MAX_BATCH_DIMS);
+  if (!b->extents && n > 0)
+    return rt_fail(KEOPS_ERROR_ARGUMENT, "keops_kernel_run: batch->extents is NULL");
+  int64_t B[KEOPS_MAX_BATCH_DIMS], total = 1;
+  int from[KEOPS_MAX_BATCH_DIMS];
+  for (int d = 0; d < nd; d++) {
+    B[d] = 1, from[d] = -1;
+    for (int a = 0; a < n; a++) {
+      int64_t e = b->extents[a * nd + d];
+      if (!p->args.dim[a]) continue;
+      if (e < 1 || e >= RT_MAX_ROWS)
+        return rt_fail(KEOPS_ERROR_DIMENSION, "keops_kernel_run: batch extent %lld of input %d "
+                       "in dimension %d is not in [1, 2^62)", (long long)e, a, d);
+      if (e > 1 && B[d] > 1 && e != B[d])
+        return rt_fail(KEOPS_ERROR_DIMENSION, "keops_kernel_run: input %d has batch extent %lld in "
+                       "dimension %d where input %d has %lld (each must be the same or 1)", a,
+                       (long long)e, d, from[d], (long long)B[d]);
+      if (e > 1 && B[d] == 1) B[d] = e, from[d] = a;
+    }
+    if (B[d] > RT_MAX_ROWS / total)
+      return rt_fail(KEOPS_ERROR_ARGUMENT, "keops_kernel_run: the batch has too many elements");
+    total *= B[d];
+  }
+  /* byte strides: in[a][d] per index of dimension d of input a (0 where it broadcasts) */
+  int64_t in[FE_MAX_ARGS][KEOPS_MAX_BATCH_DIMS], ostride[2], orows = keops_kernel_output_rows(k, M, N);
+  for (int a = 0; a < n; a++) {
+    int64_t s = input_rows(p->args.cat[a], M, N) * p->args.dim[a] * elem_size(p->dtype);
+    for (int d = nd - 1; d >= 0; d--) {
+      int64_t e = p->args.dim[a] ? b->extents[a * nd + d] : 1;
+      if (s > PTRDIFF_MAX / e) /* the whole input must fit in memory */
+        return rt_fail(KEOPS_ERROR_ARGUMENT, "keops_kernel_run: input %d with its batch is too large", a);
+      in[a][d] = e == 1 ? 0 : s;
+      s *= e;
+    }
+  }
+  for (int q = 0; q < p->nout; q++) {
+    ostride[q] = orows * p->out_dim[q] * elem_size(p->out_dtype[q]);
+    if (!fits(total, 1, ostride[q]))
+      return rt_fail(KEOPS_ERROR_ARGUMENT, "keops_kernel_run: output %d with its batch is too large", q);
+  }
+  const void *bargs[FE_MAX_ARGS];
+  void *bouts[2];
+  keops_status st = KEOPS_OK;
+  for (int64_t t = 0; t < total && !st; t++) {
+    for (int a = 0; a < n; a++) {
+      int64_t off = 0, r = t;
+      for (int d = nd - 1; d >= 0; d--) off += (r % B[d]) * in[a][d], r /= B[d];
+      bargs[a] = args && args[a] ? (const char *)args[a] + off : NULL;
+    }
+    for (int q = 0; q < p->nout; q++) bouts[q] = outs[q] ? (char *)outs[q] + t * ostride[q] : NULL;
+    st = run_one(k, M, N, bargs, bouts, o, be, rg);
+  }
+  return st;
+}
+
 keops_status keops_kernel_run(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
                               void *const *outs, const keops_run_options *opts) {
   if (!k) return rt_fail(KEOPS_ERROR_ARGUMENT, "keops_kernel_run: kernel is NULL");
@@ -378,6 +449,16 @@ keops_status keops_kernel_run(keops_kernel *k, int64_t M, int64_t N, const void 
                    (int)o->backend);
   fe_ranges ranges, *rg = NULL;
   if (o->ranges && (st = rt_ranges_read(p, o->ranges, M, N, rg = &ranges)) != KEOPS_OK) return st;
+  if (o->batch) return run_batch(k, M, N, args, outs, o, be, rg);
+  return run_one(k, M, N, args, outs, o, be, rg);
+}
+
+/* One reduction (a whole run, or one batch element). */
+static keops_status run_one(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
+                            void *const *outs, const keops_run_options *o, keops_backend be,
+                            const fe_ranges *rg) {
+  const fe_program *p = k->prog;
+  keops_status st;
   /* a Sum of Zero is 0 on every row, in a block or not */
   if (p->zero && !o->device_pointers) return fill_zero(p, keops_kernel_output_rows(k, M, N), outs);
   if (!k->sum_rows) return dispatch(k, M, N, args, outs, o, be, rg);
