@@ -261,6 +261,8 @@ static inline keops_solve_info keops_solve_info_init(void) {
  * Vi or Vj input with as many rows and columns as the output (with var a Vj of a
  * KEOPS_AXIS_J kernel, M == N), and alpha Id + K must be symmetric positive definite, which
  * CG cannot check in full: a direction of non-positive curvature is KEOPS_ERROR_ARGUMENT.
+ * With batch dimensions (opts->run->batch) b and x carry them, the unknown with every batch
+ * extent in full, and the block-diagonal system of all elements is solved as one.
  * Iterations run in double on the host, each product on the chosen backend. Reaching max_iter
  * returns KEOPS_ERROR_NOT_CONVERGED with the last iterate in x. opts and info may be NULL;
  * info, when given, is filled whatever the status (once the arguments are checked). */

@@ -121,6 +121,36 @@ out:
   return st;
 }
 
+/* With batch dimensions the system is block diagonal, one block per element, solved as one:
+ * the unknown must have every batch extent in full (a broadcast unknown would make K
+ * rectangular). *elements: their count. */
+static keops_status batch_elements(const fe_program *p, int var, const keops_run_options *run,
+                                   int64_t *elements) {
+  *elements = 1;
+  if (!run || run->size < sizeof(keops_run_options) || !run->batch) return KEOPS_OK;
+  const keops_batch *b = run->batch;
+  if (b->ndim < 1 || b->ndim > KEOPS_MAX_BATCH_DIMS || !b->extents)
+    return KEOPS_OK; /* the first product reports it */
+  for (int d = 0; d < b->ndim; d++) {
+    int64_t B = 1;
+    for (int a = 0; a < p->args.n; a++) {
+      int64_t e = b->extents[a * b->ndim + d];
+      if (!p->args.dim[a]) continue;
+      if (e < 1 || e > ((int64_t)1 << 40))
+        return rt_fail(KEOPS_ERROR_DIMENSION, WHO ": batch extent %lld of input %d", (long long)e, a);
+      B = e > B ? e : B;
+    }
+    if (b->extents[var * b->ndim + d] != B)
+      return rt_fail(KEOPS_ERROR_DIMENSION, WHO ": the unknown (input %d) has batch extent %lld "
+                     "in dimension %d, the batch %lld: K is not square", var,
+                     (long long)b->extents[var * b->ndim + d], d, (long long)B);
+    if (B > ((int64_t)1 << 40) / *elements)
+      return rt_fail(KEOPS_ERROR_ARGUMENT, WHO ": the batch has too many elements");
+    *elements *= B;
+  }
+  return KEOPS_OK;
+}
+
 /* The caller's info gets what it has room for (an older header's struct is smaller). */
 static void give_info(keops_solve_info *info, int iters, double res) {
   if (!info || info->size < sizeof(size_t)) return;
@@ -177,9 +207,13 @@ keops_status keops_kernel_solve(keops_kernel *k, int var, int64_t M, int64_t N,
   if (!args || !args[var] || !x)
     return rt_fail(KEOPS_ERROR_ARGUMENT, WHO ": %s is NULL", !args ? "args" : !x ? "x" : "args[var] (b)");
   if ((st = check_linear(p, var))) return st;
+  int64_t elements = 1;
+  if ((st = batch_elements(p, var, o.run, &elements))) return st;
 
   int64_t rows = fe_rows(p, M, N);
-  size_t n = (size_t)rows * (size_t)p->args.dim[var], esz = p->dtype == KEOPS_FLOAT32 ? 4 : 8;
+  if (rows > 0 && (uint64_t)elements > (uint64_t)PTRDIFF_MAX / 8 / (uint64_t)rows / (uint64_t)p->args.dim[var])
+    return rt_fail(KEOPS_ERROR_ARGUMENT, WHO ": too many unknowns");
+  size_t n = (size_t)(elements * rows) * (size_t)p->args.dim[var], esz = p->dtype == KEOPS_FLOAT32 ? 4 : 8;
   double tol = o.tol > 0 ? o.tol : p->dtype == KEOPS_FLOAT32 ? 1e-5 : 1e-10;
   int max_iter = o.max_iter ? o.max_iter : n > 5000 ? 10000 : n < 50 ? 100 : (int)(2 * n);
   solver s = {k, M, N, malloc(sizeof(void *) * (size_t)p->args.n), var, p->dtype, n, o.alpha,
