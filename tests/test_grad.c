@@ -1,7 +1,7 @@
 /* keops_kernel_grad: the gradient kernels of reductions against central finite differences
  * of the reference backend in float64, for Sum, LogSumExp (with and without a weight) and
- * SumSoftMaxWeight, on both axes, with respect to a Vi, a Vj and a Pm input; the CPU JIT
- * against the reference on the same gradient kernels; a second derivative (the gradient of a
+ * SumSoftMaxWeight, on both axes, with respect to a Vi, a Vj and a Pm input; the CPU JIT and
+ * the emulated GPU against the reference on the same gradient kernels; a second derivative (the gradient of a
  * gradient kernel); Arg reductions (zero) and the refusals.
  *
  * Tolerance: a central difference with step h on a smooth function errs by about
@@ -19,7 +19,12 @@
 
 enum { GM = 7, GN = 6, NIN = 5 };
 static keops_context *ctx;
-static void setup(void) { ck_assert_int_eq(keops_context_create(&ctx), KEOPS_OK); }
+/* the context's GPU is the emulator (KEOPS_GPU=emulator), so the GPU backend runs here too */
+static void setup(void) {
+  setenv("KEOPS_GPU", "emulator", 1);
+  ck_assert_int_eq(keops_context_create(&ctx), KEOPS_OK);
+  unsetenv("KEOPS_GPU");
+}
 static void teardown(void) { keops_context_destroy(ctx); }
 
 static const char *const aliases[NIN] = {"x = Vi(2)", "y = Vj(2)", "b = Vj(1)", "g = Pm(1)", "w = Vj(2)"};
@@ -86,7 +91,7 @@ START_TEST(finite_differences) {
   in[3][0] = 0.7; /* g > 0 */
   int64_t orows = keops_kernel_output_rows(k, GM, GN), odim = keops_kernel_output_dim(k, 0);
   int64_t no = orows * odim;
-  double *G = tu_randn(&r, no), R[64], Lse[16], grad[64], grad_cpu[64];
+  double *G = tu_randn(&r, no), R[64], Lse[16], grad[64], grad_cpu[64], grad_gpu[64];
   int na = keops_kernel_arg_count(gk);
   ck_assert_int_ge(na, NIN + 1);
   args[NIN] = G;
@@ -106,6 +111,7 @@ START_TEST(finite_differences) {
   ck_assert_int_eq(keops_kernel_output_dim(gk, 0), dims[var]);
   run(gk, args, grad, KEOPS_BACKEND_REFERENCE);
   run(gk, args, grad_cpu, KEOPS_BACKEND_CPU);
+  run(gk, args, grad_gpu, KEOPS_BACKEND_GPU); /* emulated */
   const double h = 1e-5;
   for (int64_t q = 0; q < nv; q++) {
     double keep = in[var][q];
@@ -118,8 +124,9 @@ START_TEST(finite_differences) {
     ck_assert_msg(fabs(grad[q] - fd) <= 1e-7 * (1 + fabs(fd)),
                   "%s %s axis %d d/d input %d [%lld]: kernel %.12g, finite difference %.12g", c->red,
                   c->f, axis, var, (long long)q, grad[q], fd);
-    ck_assert_msg(fabs(grad_cpu[q] - grad[q]) <= 1e-12 * (1 + fabs(grad[q])),
-                  "CPU %.17g, reference %.17g", grad_cpu[q], grad[q]);
+    ck_assert_msg(fabs(grad_cpu[q] - grad[q]) <= 1e-12 * (1 + fabs(grad[q])) &&
+                      fabs(grad_gpu[q] - grad[q]) <= 1e-12 * (1 + fabs(grad[q])),
+                  "CPU %.17g, GPU %.17g, reference %.17g", grad_cpu[q], grad_gpu[q], grad[q]);
   }
   for (int a = 0; a < NIN; a++) free(in[a]);
   free(G);
