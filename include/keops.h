@@ -143,21 +143,19 @@ typedef struct keops_run_options { /* NULL options mean keops_run_options_init()
   const keops_batch *batch;   /* NULL: no batch dimensions (read during the run only) */
 } keops_run_options;
 
-/* A descriptor with every field zero but its size: set formula, aliases and axis next. */
-static inline keops_kernel_desc keops_kernel_desc_init(void) {
-  keops_kernel_desc d;
-  memset(&d, 0, sizeof d);
-  d.size = sizeof d;
-  return d;
-}
-
-/* The default run options (AUTO backend, device 0, all cores, host arrays). */
-static inline keops_run_options keops_run_options_init(void) {
-  keops_run_options o;
-  memset(&o, 0, sizeof o);
-  o.size = sizeof o;
-  return o;
-}
+/* TYPE_init(): a TYPE with every field zero but its size (compiled into the caller, so the
+ * size is that of the caller's header). Defined for keops_kernel_desc (then set formula,
+ * aliases and axis), keops_run_options (the defaults: AUTO backend, device 0, all cores, host
+ * arrays), keops_solve_options and keops_solve_info. */
+#define KEOPS_SIZED_INIT(TYPE)                                                                     \
+  static inline TYPE TYPE##_init(void) {                                                           \
+    TYPE v;                                                                                        \
+    memset(&v, 0, sizeof v);                                                                       \
+    v.size = sizeof v;                                                                             \
+    return v;                                                                                      \
+  }
+KEOPS_SIZED_INIT(keops_kernel_desc)
+KEOPS_SIZED_INIT(keops_run_options)
 
 /* Creates a context. On success *out owns it; release with keops_context_destroy.
  * On failure *out is set to NULL (when out is not NULL). */
@@ -239,19 +237,8 @@ typedef struct keops_solve_info {
   double residual; /* |b - (alpha x + K x)| / |b| at the end (0 when b = 0) */
 } keops_solve_info;
 
-static inline keops_solve_options keops_solve_options_init(void) {
-  keops_solve_options o;
-  memset(&o, 0, sizeof o);
-  o.size = sizeof o;
-  return o;
-}
-
-static inline keops_solve_info keops_solve_info_init(void) {
-  keops_solve_info i;
-  memset(&i, 0, sizeof i);
-  i.size = sizeof i;
-  return i;
-}
+KEOPS_SIZED_INIT(keops_solve_options)
+KEOPS_SIZED_INIT(keops_solve_info)
 
 /* Solves (alpha Id + K) x = b by conjugate gradients, as KeOps's KernelSolve, where K is
  * kernel k (a Sum) seen as a linear map of its input `var`: args holds every input as for

@@ -17,9 +17,7 @@ enum { BM = 9, BN = 7, MAXND = 3 };
 static keops_context *ctx, *ectx; /* ectx: its GPU is the emulator (KEOPS_GPU=emulator) */
 static void setup(void) {
   ck_assert_int_eq(keops_context_create(&ctx), KEOPS_OK);
-  setenv("KEOPS_GPU", "emulator", 1);
-  ck_assert_int_eq(keops_context_create(&ectx), KEOPS_OK);
-  unsetenv("KEOPS_GPU");
+  ectx = tu_emulator_context();
 }
 static void teardown(void) {
   keops_context_destroy(ctx);
@@ -31,16 +29,7 @@ static const int dims[] = {3, 3, 1, 1}, cats[] = {0, 1, 1, 2};
 
 static keops_kernel *make_in(keops_context *c, const char *f, const char *red, keops_axis axis,
                              keops_dtype dt) {
-  keops_kernel_desc d = keops_kernel_desc_init();
-  d.formula = f;
-  d.reduction = red;
-  d.aliases = al;
-  d.n_aliases = 4;
-  d.axis = axis;
-  d.dtype = dt;
-  keops_kernel *k = NULL;
-  ck_assert_msg(keops_kernel_create(c, &d, &k) == KEOPS_OK, "%s", keops_last_error());
-  return k;
+  return tu_kernel(c, f, NULL, red, al, 4, axis, dt);
 }
 
 static keops_kernel *make(const char *f, const char *red, keops_axis axis, keops_dtype dt) {

@@ -26,15 +26,7 @@ static const char *const nudft_al[] = {"t = Vi(1)", "f = Vj(1)", "b = Vj(2)"};
 #define NUDFT "ComplexMult(b, ComplexExp1j(f*t))"
 
 static keops_kernel *make(const char *formula, const char *const *al, int n, keops_dtype dt) {
-  keops_kernel_desc d = keops_kernel_desc_init();
-  d.formula = formula;
-  d.aliases = al;
-  d.n_aliases = n;
-  d.axis = KEOPS_AXIS_J;
-  d.dtype = dt;
-  keops_kernel *k = NULL;
-  ck_assert_msg(keops_kernel_create(ctx, &d, &k) == KEOPS_OK, "%s", keops_last_error());
-  return k;
+  return tu_kernel(ctx, formula, NULL, NULL, al, n, KEOPS_AXIS_J, dt);
 }
 
 /* _i: bit 0 float64, bit 1 CPU. */

@@ -25,7 +25,12 @@ static const char *const OTHER[] = {
     "Kron(x,y,[3],[3])", "IntCst(3)*x", "IntInv(3)*x", "Laplacian(Exp(-SqDist(x,y)),x)",
     "Var(0,3,0)+Zero(3)+RatCst(1,3)*y+0.1", "Grad(Exp(-SqDist(x,y))*a,x,a)",
     "Grad(Sin(x)*y,y)", "Diff(Exp(-SqDist(x,y)),x,y)", "GradMatrix(Sin(x*y),x)",
-    "Divergence(Sin(x*y),x)"};
+    "Divergence(Sin(x*y),x)",
+    /* complex (A, B: 3 complex numbers each) */
+    "ComplexReal(A+B)*ComplexImag(A-B)", "Real2Complex(x)+Imag2Complex(y)",
+    "Conj(A)+ComplexExp(B)+ComplexExp1j(x)", "ComplexAbs(A)+ComplexSquareAbs(B)+ComplexAngle(A-B)",
+    "ComplexSumT(ComplexSum(A),3)+ComplexAdd(A,B)-ComplexSubtract(B,A)",
+    "ComplexMult(A,B)+ComplexDivide(A,B)+ComplexRealScal(a,B)"};
 
 /* Integer parameters of the elementwise rows that take some. */
 static const char *ew_params(const char *op) {

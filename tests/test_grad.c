@@ -18,30 +18,15 @@
 #include "testutil.h"
 
 enum { GM = 7, GN = 6, NIN = 5 };
-static keops_context *ctx;
-/* the context's GPU is the emulator (KEOPS_GPU=emulator), so the GPU backend runs here too */
-static void setup(void) {
-  setenv("KEOPS_GPU", "emulator", 1);
-  ck_assert_int_eq(keops_context_create(&ctx), KEOPS_OK);
-  unsetenv("KEOPS_GPU");
-}
+static keops_context *ctx; /* its GPU is the emulator, so the GPU backend runs here too */
+static void setup(void) { ctx = tu_emulator_context(); }
 static void teardown(void) { keops_context_destroy(ctx); }
 
 static const char *const aliases[NIN] = {"x = Vi(2)", "y = Vj(2)", "b = Vj(1)", "g = Pm(1)", "w = Vj(2)"};
 static const int dims[NIN] = {2, 2, 1, 1, 2}, cats[NIN] = {0, 1, 1, 2, 1};
 
 static keops_kernel *make(const char *f, const char *f2, const char *red, keops_axis axis) {
-  keops_kernel_desc d = keops_kernel_desc_init();
-  d.formula = f;
-  d.formula2 = f2;
-  d.reduction = red;
-  d.aliases = aliases;
-  d.n_aliases = NIN;
-  d.axis = axis;
-  d.dtype = KEOPS_FLOAT64;
-  keops_kernel *k = NULL;
-  ck_assert_msg(keops_kernel_create(ctx, &d, &k) == KEOPS_OK, "%s: %s", f, keops_last_error());
-  return k;
+  return tu_kernel(ctx, f, f2, red, aliases, NIN, axis, KEOPS_FLOAT64);
 }
 
 static int64_t rows_of(int cat) { return cat == 0 ? GM : cat == 1 ? GN : 1; }

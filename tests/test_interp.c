@@ -2,6 +2,7 @@
  * hand-written loops, never the interpreter's own code paths. Table-driven over ops.def: the
  * last test checks that every EW and ST row was evaluated and every SG row expanded. */
 #include <check.h>
+#include <complex.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -332,6 +333,18 @@ START_TEST(st_indexing) {
   double wc[7] = {10, 11, 12, 13, 14, 7, 8};
   ck_assert_int_eq(od, 7);
   assert_vec(out, wc, 7, "Concat");
+  /* complex <-> real: (re, im) interleaved */
+  double z[4] = {1, 2, 3, 4};
+  const double *vz[1] = {z};
+  int d4[1] = {4}, d2[1] = {2};
+  st_eval(OP_ComplexReal, d4, 1, NULL, 0, vz, out, &od);
+  ck_assert(od == 2 && out[0] == 1 && out[1] == 3);
+  st_eval(OP_ComplexImag, d4, 1, NULL, 0, vz, out, &od);
+  ck_assert(od == 2 && out[0] == 2 && out[1] == 4);
+  st_eval(OP_Real2Complex, d2, 1, NULL, 0, vfg + 1, out, &od);
+  assert_vec(out, (double[]){7, 0, 8, 0}, 4, "Real2Complex");
+  st_eval(OP_Imag2Complex, d2, 1, NULL, 0, vfg + 1, out, &od);
+  assert_vec(out, (double[]){0, 7, 0, 8}, 4, "Imag2Complex");
 }
 END_TEST
 
@@ -581,6 +594,57 @@ START_TEST(sg_kron_2d) {
 }
 END_TEST
 
+/* The complex sugar against C99's complex arithmetic: z, w two complex numbers each, c one,
+ * s a real scalar, x two reals. */
+START_TEST(sg_complex) {
+  dag *d = dag_new();
+  double complex zc[2] = {1 + 2 * I, 3 - 1 * I}, wc[2] = {0.5 - 1.5 * I, 2 + 0.25 * I}, cc = -0.75 + 0.5 * I;
+  double z[4], w[4], c[2] = {creal(cc), cimag(cc)}, s = 0.7, x[2] = {0.3, -1.2}, out[8];
+  for (int k = 0; k < 2; k++) z[2 * k] = creal(zc[k]), z[2 * k + 1] = cimag(zc[k]), w[2 * k] = creal(wc[k]), w[2 * k + 1] = cimag(wc[k]);
+  const double *vars[5] = {z, w, c, &s, x};
+  uint32_t Z = dag_var(d, 0, 4, CAT_I), W = dag_var(d, 1, 4, CAT_J), C = dag_var(d, 2, 2, CAT_P),
+           S = dag_var(d, 3, 1, CAT_P), X = dag_var(d, 4, 2, CAT_I);
+  uint32_t zw[2] = {Z, W}, cz[2] = {C, Z}, sz[2] = {S, Z};
+  int64_t three = 3;
+  struct {
+    int op;
+    const uint32_t *k;
+    int nk;
+    double complex want[3]; /* or reals in creal */
+    int n, real;
+  } cases[] = {
+      {OP_Conj, &Z, 1, {conj(zc[0]), conj(zc[1])}, 2, 0},
+      {OP_ComplexAbs, &Z, 1, {cabs(zc[0]), cabs(zc[1])}, 2, 1},
+      {OP_ComplexSquareAbs, &Z, 1, {cabs(zc[0]) * cabs(zc[0]), cabs(zc[1]) * cabs(zc[1])}, 2, 1},
+      {OP_ComplexAngle, &Z, 1, {carg(zc[0]), carg(zc[1])}, 2, 1},
+      {OP_ComplexSum, &Z, 1, {zc[0] + zc[1]}, 1, 0},
+      {OP_ComplexAdd, zw, 2, {zc[0] + wc[0], zc[1] + wc[1]}, 2, 0},
+      {OP_ComplexSubtract, zw, 2, {zc[0] - wc[0], zc[1] - wc[1]}, 2, 0},
+      {OP_ComplexMult, zw, 2, {zc[0] * wc[0], zc[1] * wc[1]}, 2, 0},
+      {OP_ComplexMult, cz, 2, {cc * zc[0], cc * zc[1]}, 2, 0}, /* a complex scalar broadcasts */
+      {OP_ComplexDivide, zw, 2, {zc[0] / wc[0], zc[1] / wc[1]}, 2, 0},
+      {OP_ComplexRealScal, sz, 2, {s * zc[0], s * zc[1]}, 2, 0},
+      {OP_ComplexExp, &Z, 1, {cexp(zc[0]), cexp(zc[1])}, 2, 0},
+      {OP_ComplexExp1j, &X, 1, {cexp(I * x[0]), cexp(I * x[1])}, 2, 0},
+  };
+  for (size_t q = 0; q < sizeof cases / sizeof *cases; q++) {
+    eval(d, sg_build(d, cases[q].op, cases[q].k, cases[q].nk, NULL, 0), vars, out);
+    for (int k = 0; k < cases[q].n; k++) {
+      if (cases[q].real) {
+        assert_close(out[k], creal(cases[q].want[k]), 1e-15, dag_ops[cases[q].op].name, k);
+      } else {
+        assert_close(out[2 * k], creal(cases[q].want[k]), 1e-15, dag_ops[cases[q].op].name, 2 * k);
+        assert_close(out[2 * k + 1], cimag(cases[q].want[k]), 1e-15, dag_ops[cases[q].op].name, 2 * k + 1);
+      }
+    }
+  }
+  eval(d, sg_build(d, OP_ComplexSumT, &C, 1, &three, 1), vars, out);
+  for (int k = 0; k < 3; k++)
+    ck_assert_msg(out[2 * k] == c[0] && out[2 * k + 1] == c[1], "ComplexSumT[%d]", k);
+  dag_free(d);
+}
+END_TEST
+
 /* Runs last (the suite's tests run in order, in one process: CK_FORK=no is set in main). */
 START_TEST(every_row_exercised) {
   for (int q = 0; q < NROWS; q++) {
@@ -605,6 +669,7 @@ static Suite *interp_suite(void) {
   tcase_add_test(tc, deep_chain_and_sharing);
   tcase_add_test(tc, sg_rows);
   tcase_add_test(tc, sg_kron_2d);
+  tcase_add_test(tc, sg_complex);
   tcase_add_test(tc, every_row_exercised);
   suite_add_tcase(s, tc);
   return s;

@@ -247,7 +247,22 @@ static const char *const OVERRIDE[][2] = {{"Elem", "Elem(a,0)"},
                                           {"Extract", "Extract(a,0,1)"},
                                           {"ExtractT", "ExtractT(a,0,1)"},
                                           {"TensorDot", "TensorDot(a,a,[1],[1],[0],[0])"},
-                                          {"Var", "Var(2,1,1)"}};
+                                          {"Var", "Var(2,1,1)"},
+                                          /* complex arguments have even dims (z: 2) */
+                                          {"ComplexReal", "ComplexReal(z)"},
+                                          {"ComplexImag", "ComplexImag(z)"},
+                                          {"Conj", "Conj(z)"},
+                                          {"ComplexSquareAbs", "ComplexSquareAbs(z)"},
+                                          {"ComplexAbs", "ComplexAbs(z)"},
+                                          {"ComplexAngle", "ComplexAngle(z)"},
+                                          {"ComplexSum", "ComplexSum(z)"},
+                                          {"ComplexSumT", "ComplexSumT(z,1)"},
+                                          {"ComplexAdd", "ComplexAdd(z,z)"},
+                                          {"ComplexSubtract", "ComplexSubtract(z,z)"},
+                                          {"ComplexMult", "ComplexMult(z,z)"},
+                                          {"ComplexRealScal", "ComplexRealScal(a,z)"},
+                                          {"ComplexDivide", "ComplexDivide(z,z)"},
+                                          {"ComplexExp", "ComplexExp(z)"}};
 
 static void sig_call(char *buf, size_t size, const char *name, const char *sig, int nargs) {
   int n = snprintf(buf, size, "%s(", name);
@@ -608,7 +623,7 @@ END_TEST
 
 START_TEST(test_templates) {
   env *v = env_new();
-  uint32_t x = parse(v, "x"), a = parse(v, "a");
+  uint32_t x = parse(v, "x"), a = parse(v, "a"), zc = parse(v, "z");
   uint32_t kids[2] = {x, a};
   int64_t params[2] = {-3, 2};
   ck_assert_uint_eq(fe_template(v->d, "x*$0+Pow(y,$1-1)*$1", kids, 2, 0, params, 2),
@@ -629,14 +644,19 @@ START_TEST(test_templates) {
   ck_assert_uint_eq(fe_template(v->d, "x+y", bad, 2, 0, NULL, 0), 0);
   ck_assert_int_eq(dag_err(v->d)->status, KEOPS_ERROR_DIMENSION);
   kerr_clear(dag_err(v->d));
-  /* every template of ops.def parses: EW partials over x, y, z, r and SG expansions */
+  /* every template of ops.def parses: EW partials over x, y, z, r and SG expansions, with
+   * real (dim 1) arguments, complex ones (dim 2), or a real scalar and complex ones */
   for (int op = 0; op < OP_COUNT; op++)
     for (int t = 0; t < 3; t++) {
       const char *text = dag_ops[op].t[t];
       if (!text) continue;
-      uint32_t k3[3] = {a, a, a};
+      const uint32_t k3s[3][3] = {{a, a, a}, {zc, zc, zc}, {a, zc, zc}};
       int64_t p2[2] = {1, 2};
-      uint32_t id = fe_template(v->d, text, k3, 3, a, p2, 2);
+      uint32_t id = 0;
+      for (int c = 0; c < 3 && !id; c++) {
+        kerr_clear(dag_err(v->d));
+        id = fe_template(v->d, text, k3s[c], 3, a, p2, 2);
+      }
       ck_assert_msg(id, "template %d of %s ('%s'): %s", t, dag_ops[op].name, text,
                     dag_err(v->d)->msg);
     }

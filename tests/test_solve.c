@@ -20,27 +20,13 @@
 #include "testutil.h"
 
 enum { SN = 150 };
-static keops_context *ctx;
-/* the context's GPU is the emulator (KEOPS_GPU=emulator), so the GPU backend runs here too */
-static void setup(void) {
-  setenv("KEOPS_GPU", "emulator", 1);
-  ck_assert_int_eq(keops_context_create(&ctx), KEOPS_OK);
-  unsetenv("KEOPS_GPU");
-}
+static keops_context *ctx; /* its GPU is the emulator, so the GPU backend runs here too */
+static void setup(void) { ctx = tu_emulator_context(); }
 static void teardown(void) { keops_context_destroy(ctx); }
 
 static keops_kernel *make(const char *formula, const char *const *al, int nal, keops_axis axis,
                           keops_dtype dt, const char *reduction) {
-  keops_kernel_desc d = keops_kernel_desc_init();
-  d.formula = formula;
-  d.aliases = al;
-  d.n_aliases = nal;
-  d.axis = axis;
-  d.dtype = dt;
-  d.reduction = reduction;
-  keops_kernel *k = NULL;
-  ck_assert_msg(keops_kernel_create(ctx, &d, &k) == KEOPS_OK, "%s", keops_last_error());
-  return k;
+  return tu_kernel(ctx, formula, NULL, reduction, al, nal, axis, dt);
 }
 
 static double gam_used; /* g as the kernel sees it (rounded to its dtype) */

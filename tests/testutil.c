@@ -103,3 +103,28 @@ int tu_run(Suite *s, int fork) {
   srunner_free(r);
   return failed;
 }
+
+keops_kernel *tu_kernel(keops_context *ctx, const char *formula, const char *formula2,
+                        const char *reduction, const char *const *aliases, int n_aliases,
+                        keops_axis axis, keops_dtype dt) {
+  keops_kernel_desc d = keops_kernel_desc_init();
+  d.formula = formula;
+  d.formula2 = formula2;
+  d.reduction = reduction;
+  d.aliases = aliases;
+  d.n_aliases = n_aliases;
+  d.axis = axis;
+  d.dtype = dt;
+  keops_kernel *k = NULL;
+  ck_assert_msg(keops_kernel_create(ctx, &d, &k) == KEOPS_OK, "%s: %s", formula, keops_last_error());
+  return k;
+}
+
+keops_context *tu_emulator_context(void) {
+  keops_context *c = NULL;
+  setenv("KEOPS_GPU", "emulator", 1);
+  keops_status st = keops_context_create(&c);
+  unsetenv("KEOPS_GPU");
+  ck_assert_msg(st == KEOPS_OK, "%s", keops_last_error());
+  return c;
+}

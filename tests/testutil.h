@@ -15,6 +15,16 @@ static inline keops_axis tu_axis(int keops_number) {
   return keops_number == 1 ? KEOPS_AXIS_J : keops_number == 0 ? KEOPS_AXIS_I : (keops_axis)keops_number;
 }
 
+/* A new context whose GPU backend is the host emulator (KEOPS_GPU=emulator when it is
+ * created), so that GPU runs execute on every machine; the test fails if it cannot be made. */
+keops_context *tu_emulator_context(void);
+
+/* A kernel that must build (the test fails with the library's message otherwise); reduction
+ * NULL means Sum. */
+keops_kernel *tu_kernel(keops_context *ctx, const char *formula, const char *formula2,
+                        const char *reduction, const char *const *aliases, int n_aliases,
+                        keops_axis axis, keops_dtype dt);
+
 /* TU_OK(f(..., &e_)): asserts that a call taking a kerr succeeds, naming the call and the
  * kerr's message; the macro's kerr is named e_. */
 #define TU_OK(call)                                                                                \
