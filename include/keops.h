@@ -210,9 +210,11 @@ KEOPS_API const char *keops_backend_describe(const keops_context *ctx, keops_bac
  * keops_kernel_arg_count(k): G (k's output's shape), then for LogSumExp-type and
  * SumSoftMaxWeight reductions R, k's output, then for SumSoftMaxWeight with respect to an
  * input indexed like the reduced index L, the LogSumExp of k's formula (a kernel of the same
- * description with reduction LogSumExp and no formula2). keops_kernel_arg_* say which.
- * Supported: Sum, LogSumExp, LogSumExpWeight, SumSoftMaxWeight, and the Arg reductions (zero).
- * Min, Max, KMin and the raw Max_SumShiftExp outputs give KEOPS_ERROR_UNSUPPORTED. The new
+ * description with reduction LogSumExp and no formula2); for Min, Max, KMin and their _Arg
+ * forms A, the int64 indices the forward selected (its index output, or that of the Arg
+ * reduction of the same formula: ArgMin, ArgMax, ArgKMin), through which alone the gradient
+ * flows (K at most 64; host arrays, no batch dimensions). keops_kernel_arg_* say which.
+ * The Arg reductions give zeros; the raw Max_SumShiftExp outputs KEOPS_ERROR_UNSUPPORTED. The new
  * kernel is a kernel like any other, so its own gradients follow (second derivatives); R and
  * L are inputs of their own there, so a derivative through them is the caller's chain rule.
  * On success *out owns the new kernel (keops_kernel_destroy); on failure *out is NULL. */

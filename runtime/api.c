@@ -136,6 +136,7 @@ keops_status keops_kernel_create(keops_context *ctx, const keops_kernel_desc *us
   k->prog = prog;
   k->cpu_key = NULL;
   k->sum_rows = 0;
+  k->index_in = k->index_pos = -1;
   atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
   if (rt_kernel_init(k, &e) != KEOPS_OK) {
     keops_kernel_destroy(k);
@@ -158,11 +159,14 @@ const fe_program *rt_kernel_program(const keops_kernel *k) { return k ? k->prog 
 
 /* ---- queries ----------------------------------------------------------------------------- */
 
-static int arg_ok(const keops_kernel *k, int arg) { return k && arg >= 0 && arg < k->prog->args.n; }
+static int arg_ok(const keops_kernel *k, int arg) { return k && arg >= 0 && arg < keops_kernel_arg_count(k); }
 
 static int out_ok(const keops_kernel *k, int out) { return k && out >= 0 && out < k->prog->nout; }
 
-int keops_kernel_arg_count(const keops_kernel *k) { return k ? k->prog->args.n : -1; }
+/* the reduced index a Min/Max gradient makes itself is not the caller's (the last position) */
+int keops_kernel_arg_count(const keops_kernel *k) {
+  return k ? k->prog->args.n - (k->index_pos >= 0) : -1;
+}
 
 int keops_kernel_arg_dim(const keops_kernel *k, int arg) {
   return arg_ok(k, arg) ? k->prog->args.dim[arg] : -1;
@@ -376,15 +380,62 @@ static keops_status run_batch(keops_kernel *k, int64_t M, int64_t N, const void 
   return st;
 }
 
+static keops_status run_checked(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
+                                void *const *outs, const keops_run_options *o);
+
+/* A Min/Max gradient's run (grad.c): the forward's int64 indices in the kernel's dtype, and
+ * the reduced index made here, then the run as any other. The values are exact below 2^24
+ * (float32) and 2^53 (float64). */
+static keops_status run_with_index(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
+                                   void *const *outs, const keops_run_options *o) {
+  const fe_program *p = k->prog;
+  int a = k->index_in, j = k->index_pos;
+  if (o->device_pointers || o->batch)
+    return rt_fail(KEOPS_ERROR_UNSUPPORTED, "keops_kernel_run: the gradient of a Min/Max "
+                                            "reduction runs on host arrays without batch dimensions");
+  int64_t na = input_rows(p->args.cat[a], M, N) * p->args.dim[a], nj = input_rows(p->args.cat[j], M, N);
+  if (nj > (p->dtype == KEOPS_FLOAT32 ? (int64_t)1 << 24 : (int64_t)1 << 53))
+    return rt_fail(KEOPS_ERROR_UNSUPPORTED, "keops_kernel_run: %lld reduced indices are not exact "
+                   "in %s", (long long)nj, p->dtype == KEOPS_FLOAT32 ? "float32" : "float64");
+  if (!args || (!args[a] && na > 0))
+    return rt_fail(KEOPS_ERROR_ARGUMENT, "keops_kernel_run: args[%d] (the forward's indices) is NULL", a);
+  int64_t esz = elem_size(p->dtype);
+  char *buf = malloc((size_t)((na + nj) * esz) + 1);
+  const void **all = malloc(sizeof(void *) * (size_t)p->args.n);
+  keops_status st = KEOPS_OK;
+  if (!buf || !all) {
+    st = rt_fail(KEOPS_ERROR_OUT_OF_MEMORY, "keops_kernel_run: out of memory for the indices");
+  } else {
+    memcpy(all, args, sizeof(void *) * (size_t)j);
+    all[a] = buf, all[j] = buf + na * esz;
+    for (int64_t q = 0; q < na + nj; q++) {
+      double v = q < na ? (double)((const int64_t *)args[a])[q] : (double)(q - na);
+      if (p->dtype == KEOPS_FLOAT32) ((float *)buf)[q] = (float)v;
+      else ((double *)buf)[q] = v;
+    }
+    st = run_checked(k, M, N, all, outs, o);
+  }
+  free(buf), free(all);
+  return st;
+}
+
 keops_status keops_kernel_run(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
                               void *const *outs, const keops_run_options *opts) {
   if (!k) return rt_fail(KEOPS_ERROR_ARGUMENT, "keops_kernel_run: kernel is NULL");
-  const fe_program *p = k->prog;
   keops_run_options copy, *o = &copy;
   keops_status st;
   if ((st = read_options(k->ctx, opts, o, "keops_kernel_run")) != KEOPS_OK ||
-      (st = check_sizes(M, N)) != KEOPS_OK || (st = check_options(o)) != KEOPS_OK ||
-      (st = check_inputs(p, M, N, args)) != KEOPS_OK ||
+      (st = check_sizes(M, N)) != KEOPS_OK)
+    return st;
+  return k->index_pos >= 0 ? run_with_index(k, M, N, args, outs, o) : run_checked(k, M, N, args, outs, o);
+}
+
+/* keops_kernel_run once the options are read and the sizes checked. */
+static keops_status run_checked(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
+                                void *const *outs, const keops_run_options *o) {
+  const fe_program *p = k->prog;
+  keops_status st;
+  if ((st = check_options(o)) != KEOPS_OK || (st = check_inputs(p, M, N, args)) != KEOPS_OK ||
       (st = check_outputs(p, keops_kernel_output_rows(k, M, N), outs)) != KEOPS_OK)
     return st;
 

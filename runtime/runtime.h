@@ -51,6 +51,10 @@ struct keops_kernel {
    * unloaded with it), so that later runs skip the key and the cache lookup */
   _Atomic(struct rt_gpu_code *) gpu[RT_MAX_DEVICES];
   int sum_rows; /* the gradient of a parameter (grad.c): the output rows are summed into one */
+  /* the gradient of a Min/Max/K-min reduction (grad.c): the caller's input index_in holds the
+   * forward's int64 indices, converted to the dtype at each run, and the last position,
+   * index_pos, the reduced index 0, 1, ..., which each run makes (-1: neither) */
+  int index_in, index_pos;
 };
 
 /* context.c */

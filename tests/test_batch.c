@@ -29,7 +29,7 @@ static const int dims[] = {3, 3, 1, 1}, cats[] = {0, 1, 1, 2};
 
 static keops_kernel *make_in(keops_context *c, const char *f, const char *red, keops_axis axis,
                              keops_dtype dt) {
-  return tu_kernel(c, f, NULL, red, al, 4, axis, dt);
+  return tu_kernel(c, f, NULL, red, 0, al, 4, axis, dt);
 }
 
 static keops_kernel *make(const char *f, const char *red, keops_axis axis, keops_dtype dt) {

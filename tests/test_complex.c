@@ -26,7 +26,7 @@ static const char *const nudft_al[] = {"t = Vi(1)", "f = Vj(1)", "b = Vj(2)"};
 #define NUDFT "ComplexMult(b, ComplexExp1j(f*t))"
 
 static keops_kernel *make(const char *formula, const char *const *al, int n, keops_dtype dt) {
-  return tu_kernel(ctx, formula, NULL, NULL, al, n, KEOPS_AXIS_J, dt);
+  return tu_kernel(ctx, formula, NULL, NULL, 0, al, n, KEOPS_AXIS_J, dt);
 }
 
 /* _i: bit 0 float64, bit 1 CPU. */

@@ -26,15 +26,17 @@ static const char *const aliases[NIN] = {"x = Vi(2)", "y = Vj(2)", "b = Vj(1)", 
 static const int dims[NIN] = {2, 2, 1, 1, 2}, cats[NIN] = {0, 1, 1, 2, 1};
 
 static keops_kernel *make(const char *f, const char *f2, const char *red, keops_axis axis) {
-  return tu_kernel(ctx, f, f2, red, aliases, NIN, axis, KEOPS_FLOAT64);
+  return tu_kernel(ctx, f, f2, red, red && strstr(red, "KMin") ? 3 : 0, aliases, NIN, axis, KEOPS_FLOAT64);
 }
 
 static int64_t rows_of(int cat) { return cat == 0 ? GM : cat == 1 ? GN : 1; }
 
-static void run(keops_kernel *k, const void *const *args, double *out, keops_backend b) {
+static int64_t last_idx[64]; /* a run's index output, when the kernel has two */
+
+static void run(keops_kernel *k, const void *const *args, void *out, keops_backend b) {
   keops_run_options o = keops_run_options_init();
   o.backend = b;
-  ck_assert_msg(keops_kernel_run(k, GM, GN, args, (void *[]){out}, &o) == KEOPS_OK, "%s",
+  ck_assert_msg(keops_kernel_run(k, GM, GN, args, (void *[]){out, last_idx}, &o) == KEOPS_OK, "%s",
                 keops_last_error());
 }
 
@@ -56,6 +58,10 @@ static const gcase gcases[] = {
     {"-g*SqDist(x,y) + b", NULL, "LogSumExp"},
     {"-g*SqDist(x,y)", "Square(w)+b*b+1", "LogSumExp"},
     {"-g*SqDist(x,y) + b", "w*b", "SumSoftMaxWeight"},
+    /* through the selected pairs (continuous data: no ties within the differences' step) */
+    {"SqDist(x,y)+g*b", NULL, "Min_ArgMin"},
+    {"Sin(b*g)-SqDist(x,y)", NULL, "Max"},
+    {"SqDist(x,y)*g+b", NULL, "KMin"},
 };
 #define NG (int)(sizeof gcases / sizeof *gcases)
 
@@ -77,15 +83,26 @@ START_TEST(finite_differences) {
   int64_t orows = keops_kernel_output_rows(k, GM, GN), odim = keops_kernel_output_dim(k, 0);
   int64_t no = orows * odim;
   double *G = tu_randn(&r, no), R[64], Lse[16], grad[64], grad_cpu[64], grad_gpu[64];
+  int64_t A[64];
   int na = keops_kernel_arg_count(gk);
   ck_assert_int_ge(na, NIN + 1);
   args[NIN] = G;
   ck_assert_int_eq(keops_kernel_arg_dim(gk, NIN), (int)odim);
-  if (na > NIN + 1) { /* R: the forward output */
+  const char *argred = !strcmp(c->red, "Max") ? "ArgMax" : !strcmp(c->red, "KMin") ? "ArgKMin" : NULL;
+  if (!strcmp(c->red, "Min_ArgMin")) { /* A: the forward's own indices */
+    run(k, args, R, KEOPS_BACKEND_REFERENCE);
+    memcpy(A, last_idx, sizeof A);
+    args[NIN + 1] = A;
+  } else if (argred) { /* A: the indices of an Arg kernel of the same formula */
+    keops_kernel *ak = make(c->f, NULL, argred, ax);
+    run(ak, args, A, KEOPS_BACKEND_REFERENCE);
+    args[NIN + 1] = A;
+    keops_kernel_destroy(ak);
+  } else if (na > NIN + 1) { /* R: the forward output */
     run(k, args, R, KEOPS_BACKEND_REFERENCE);
     args[NIN + 1] = R;
   }
-  if (na > NIN + 2) { /* L: the forward LogSumExp of F */
+  if (na > NIN + 2 && !argred) { /* L: the forward LogSumExp of F */
     keops_kernel *lk = make(c->f, NULL, "LogSumExp", ax);
     run(lk, args, Lse, KEOPS_BACKEND_REFERENCE);
     args[NIN + 2] = Lse;
@@ -168,13 +185,34 @@ START_TEST(arg_and_refusals) {
   keops_kernel_destroy(gk);
   keops_kernel_destroy(k);
 
-  k = make("SqDist(x,y)", NULL, "Min", KEOPS_AXIS_J);
+  k = make("SqDist(x,y)", NULL, "Max_SumShiftExp", KEOPS_AXIS_J);
   gk = (keops_kernel *)&k;
   ck_assert_int_eq(keops_kernel_grad(k, 0, &gk), KEOPS_ERROR_UNSUPPORTED);
   ck_assert_ptr_null(gk);
-  ck_assert_str_eq(keops_last_error(), "keops_kernel_grad: the gradient of a Min reduction is not "
-                                       "supported (Sum, LogSumExp, LogSumExpWeight, "
-                                       "SumSoftMaxWeight and the Arg reductions are)");
+  ck_assert_str_eq(keops_last_error(), "keops_kernel_grad: the gradient of the raw Max_SumShiftExp "
+                                       "outputs is not supported (their user-visible forms, "
+                                       "LogSumExp and SumSoftMaxWeight, are)");
+  keops_kernel_destroy(k);
+  k = tu_kernel(ctx, "SqDist(x,y)", NULL, "KMin", 65, aliases, NIN, KEOPS_AXIS_J, KEOPS_FLOAT64);
+  ck_assert_int_eq(keops_kernel_grad(k, 0, &gk), KEOPS_ERROR_UNSUPPORTED);
+  ck_assert_str_eq(keops_last_error(), "keops_kernel_grad: the gradient of KMin with K = 65 (at most 64)");
+  keops_kernel_destroy(k);
+  /* a Min's gradient: the caller passes k's inputs, G and the indices; the reduced index is
+   * the kernel's own */
+  k = make("SqDist(x,y)", NULL, "Min", KEOPS_AXIS_J);
+  ck_assert_int_eq(keops_kernel_grad(k, 1, &gk), KEOPS_OK);
+  ck_assert_int_eq(keops_kernel_arg_count(gk), NIN + 2);
+  ck_assert_int_eq(keops_kernel_arg_dim(gk, NIN + 2), -1);
+  keops_run_options bo = keops_run_options_init();
+  keops_batch one = {1, (const int64_t[]){1, 1, 1, 1, 1, 1, 1, 1}};
+  bo.batch = &one;
+  int64_t idx[GM] = {0};
+  const void *gargs[NIN + 2] = {in[0], in[1], in[2], in[3], in[4], G, idx};
+  ck_assert_int_eq(keops_kernel_run(gk, GM, GN, gargs, (void *[]){out}, &bo), KEOPS_ERROR_UNSUPPORTED);
+  gargs[NIN + 1] = NULL;
+  ck_assert_int_eq(keops_kernel_run(gk, GM, GN, gargs, (void *[]){out}, NULL), KEOPS_ERROR_ARGUMENT);
+  ck_assert_str_eq(keops_last_error(), "keops_kernel_run: args[6] (the forward's indices) is NULL");
+  keops_kernel_destroy(gk);
   ck_assert_int_eq(keops_kernel_grad(k, 9, &gk), KEOPS_ERROR_ARGUMENT);
   ck_assert_str_eq(keops_last_error(), "keops_kernel_grad: var = 9 is not an input of the kernel (it has 5)");
   ck_assert_int_eq(keops_kernel_grad(NULL, 0, &gk), KEOPS_ERROR_ARGUMENT);

@@ -26,7 +26,7 @@ static void teardown(void) { keops_context_destroy(ctx); }
 
 static keops_kernel *make(const char *formula, const char *const *al, int nal, keops_axis axis,
                           keops_dtype dt, const char *reduction) {
-  return tu_kernel(ctx, formula, NULL, reduction, al, nal, axis, dt);
+  return tu_kernel(ctx, formula, NULL, reduction, 0, al, nal, axis, dt);
 }
 
 static double gam_used; /* g as the kernel sees it (rounded to its dtype) */

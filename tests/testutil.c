@@ -105,12 +105,13 @@ int tu_run(Suite *s, int fork) {
 }
 
 keops_kernel *tu_kernel(keops_context *ctx, const char *formula, const char *formula2,
-                        const char *reduction, const char *const *aliases, int n_aliases,
+                        const char *reduction, int K, const char *const *aliases, int n_aliases,
                         keops_axis axis, keops_dtype dt) {
   keops_kernel_desc d = keops_kernel_desc_init();
   d.formula = formula;
   d.formula2 = formula2;
   d.reduction = reduction;
+  d.k = K;
   d.aliases = aliases;
   d.n_aliases = n_aliases;
   d.axis = axis;

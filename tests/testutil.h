@@ -22,7 +22,7 @@ keops_context *tu_emulator_context(void);
 /* A kernel that must build (the test fails with the library's message otherwise); reduction
  * NULL means Sum. */
 keops_kernel *tu_kernel(keops_context *ctx, const char *formula, const char *formula2,
-                        const char *reduction, const char *const *aliases, int n_aliases,
+                        const char *reduction, int k, const char *const *aliases, int n_aliases,
                         keops_axis axis, keops_dtype dt);
 
 /* TU_OK(f(..., &e_)): asserts that a call taking a kerr succeeds, naming the call and the
