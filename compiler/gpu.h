@@ -11,6 +11,7 @@
 #define GPU_MAX_BLOCK 256 /* threads per block: the kernel's launch bound */
 #define GPU_MAX_HEAP 16384 /* bytes of K-min heap per thread (local memory) */
 #define GPU_MAX_U 2        /* rows per thread, at most */
+#define GPU_RANGES_SUFFIX "_ranges" /* the ranges kernel's name: the dense one's and this */
 
 /* The kernel ABI:
  *   void fname(i64 nrows, i64 j0, i64 j1, i64 nslice, double *partial, T *arg_0 .. arg_{n-1},
