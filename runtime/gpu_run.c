@@ -2,7 +2,8 @@
  * (program, device), both through the context's single-flight cache; host arrays are copied
  * in and out, device pointers are used as they are. When the rows cannot fill the device,
  * j is split across blockIdx.y and a second kernel (keops_combine) merges the partial
- * states of each row. Devices are reached only through the context's device table (ctx->dev,
+ * states of each row. Block-sparse runs launch the ranges kernel over a lookup table built here
+ * (ranges_table, gpu.h). Devices are reached only through the context's device table (ctx->dev,
  * device.h), so any implementation of it runs this code unchanged. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -582,11 +583,13 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
       nslice = slice_count(&r, bs, want, &shared);
       nsplit = split_count(&r, bs, block_rows(&r, bs, nslice), want);
     }
-    /* device pointers' runs take a set for a ranges run's tables only */
+    /* device pointers' runs take a set for a ranges run's tables only; in a user's context
+     * (here) a set of their own, freed after the run: the idle sets are the primary
+     * context's memory, which another context cannot use */
     if (rc == KEOPS_OK && (!devp || rg)) {
       size_t need[SCRATCH_SLOTS];
       scratch_need(&r, M, N, nsplit, devp, need);
-      if (!(s = scratch_take(k->ctx, gd, need))) {
+      if (!(s = here ? calloc(1, sizeof *s) : scratch_take(k->ctx, gd, need))) {
         rc = KEOPS_ERROR_OUT_OF_MEMORY;
         kerr_set(e, rc, "out of memory");
       } else {
@@ -614,7 +617,8 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
     if (report) rc = sr;
     idle = sr == KEOPS_OK;
   }
-  if (s) scratch_give(k->ctx, gd, dev, s, idle);
+  if (s && here) scratch_release(dev, s);
+  else if (s) scratch_give(k->ctx, gd, dev, s, idle);
   else if (r.partial) dev->free(r.partial, NULL);
   if (here) {
     dev->module_unload(c->module, NULL);
