@@ -363,6 +363,20 @@ static keops_status ranges_table(run *r, const fe_ranges *rg, int64_t R, kerr *e
   return KEOPS_OK;
 }
 
+/* A ranges run's threads per block: bs, or fewer when the ranges' blocks are short, so that a
+ * CUDA block's R U rows are not mostly past its block's end (idle threads): whole warps that
+ * cover the mean non-empty block, at least 64 threads (an SM holds at most 32 blocks: 64
+ * threads still fill its 2048). */
+static unsigned ranges_block_size(const fe_ranges *rg, int U, unsigned bs) {
+  int64_t rows = 0, n = 0;
+  for (int64_t b = 0; b < rg->nblocks; b++)
+    if (rg->rows[2 * b + 1] > rg->rows[2 * b]) rows += rg->rows[2 * b + 1] - rg->rows[2 * b], n++;
+  if (!n) return bs;
+  int64_t want = ((rows + n - 1) / n + U - 1) / U;
+  want = want < 64 ? 64 : (want + 31) / 32 * 32;
+  return want < (int64_t)bs ? (unsigned)want : bs;
+}
+
 /* The ranges kernel over the lookup table's blocks: one slice, no j-split (the ranges already
  * cut the work, and a block's rows share their list of j-ranges). */
 static keops_status launch_ranges(run *r, rt_gpu_code *c, unsigned bs, unsigned shared, kerr *e) {
@@ -578,6 +592,8 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
     int64_t want = 4 * (int64_t)info.sm_count;
     unsigned nslice = 1, nsplit = 1;
     if (rc == KEOPS_OK && rg) {
+      bs = ranges_block_size(rg, r.U, bs);
+      shared = (unsigned)(bs * (size_t)p->red_width * r.es); /* the tiles' (block_size) */
       rc = ranges_table(&r, rg, block_rows(&r, bs, 1), e);
     } else if (rc == KEOPS_OK) {
       nslice = slice_count(&r, bs, want, &shared);

@@ -621,7 +621,9 @@ END_TEST
  *   j: [0,100) [100,130) [130,130) [140,400) [400,401) [450,1200)  (gaps 130..140, 401..450,
  *      1200..1250)
  * Layout 1, many small clusters (5 to 16 rows) kept within a band: many CUDA blocks, each a
- * block of the ranges with a short list. */
+ * block of the ranges with a short list (and the runtime's smallest CUDA blocks, 64 threads).
+ * Layout 2, two large blocks, so that CUDA blocks keep their dense size: i [0,700) over
+ * j [0,100); j [0,100) over i [0,700), j [100,1200) over nothing. */
 #define RG_M 720
 #define RG_N 1250
 static keops_ranges *ranges_layout(int layout) {
@@ -636,6 +638,12 @@ static keops_ranges *ranges_layout(int layout) {
                                            0, 0, 0, 0, 0, 0, /* [575,590) */
                                            1, 0, 1, 1, 1, 1};
     ck_assert_msg(keops_ranges_from_matrix(ci, 6, cj, 6, keep, &r) == KEOPS_OK, "%s", keops_last_error());
+    return r;
+  }
+  if (layout == 2) {
+    static const int64_t ci[] = {0, 700}, cj[] = {0, 100, 100, 1200};
+    static const unsigned char keep[2] = {1, 0};
+    ck_assert_msg(keops_ranges_from_matrix(ci, 1, cj, 2, keep, &r) == KEOPS_OK, "%s", keops_last_error());
     return r;
   }
   int64_t ci[2 * RG_M], cj[2 * RG_N], nci = 0, ncj = 0;
@@ -673,8 +681,8 @@ static int in_ranges(const prob *P, const keops_ranges *rg, int64_t r, int64_t t
   return 0;
 }
 
-/* _i = reduction * 4 + axis * 2 + dtype: both layouts, one on host arrays and the other through
- * device pointers (alternating with _i), against the reference with the same ranges: the
+/* _i = reduction * 4 + axis * 2 + dtype: the three layouts, on host arrays or through device
+ * pointers (alternating with _i and the layout), against the reference with the same ranges: the
  * matrix's tolerances (whose sum|F| over every pair bounds the one over the ranges), and every
  * index the GPU gives is one of the row's ranges. */
 START_TEST(block_sparse_ranges) {
@@ -689,7 +697,7 @@ START_TEST(block_sparse_ranges) {
                          .n_aliases = 3, .reduction = reds[_i / 4].red, .axis = tu_axis(axis),
                          .k = reds[_i / 4].k, .dtype = mx_dtype_of(_i % 2)};
   keops_kernel *k = make(&d);
-  for (int layout = 0; layout < 2; layout++) {
+  for (int layout = 0; layout < 3; layout++) {
     int devp = (layout + _i) % 2;
     keops_ranges *rg = ranges_layout(layout);
     prob P;
