@@ -234,12 +234,32 @@ static rt_dptr dcopy(const void *h, size_t bytes) {
   return d;
 }
 
-/* Runs k with the GPU backend. devp: inputs and outputs staged by the test, the run on a
- * stream of the test's, asynchronous: the test synchronises that stream and copies back. */
+/* A failure armed for keops_kernel_run in the next gpu_run only (not the test's staging):
+ * the entry's nth call fails with code (nth 0: none), failures are cleared after the run, and
+ * calls gets the run's calls of the entry. */
+static struct {
+  const char *entry;
+  int nth, code;
+  long calls;
+} arm;
+
+static keops_status armed_run(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
+                              void *const *outs, const keops_run_options *o) {
+  long before = arm.entry ? fake.calls(arm.entry) : 0;
+  if (arm.entry && arm.nth) fake.inject(arm.entry, arm.nth, arm.code, 0);
+  keops_status st = keops_kernel_run(k, M, N, args, outs, o);
+  if (arm.entry) arm.calls = fake.calls(arm.entry) - before, fake.clear_failures();
+  return st;
+}
+
+/* Runs k with the GPU backend (over rg when not NULL). devp: inputs and outputs staged by the
+ * test, the run on a stream of the test's, asynchronous: the test synchronises that stream and
+ * copies back. */
 static keops_status gpu_run(keops_kernel *k, int64_t M, int64_t N, void *const *args,
-                            void *const *outs, int devp) {
-  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_GPU, .device_pointers = devp};
-  if (!devp) return keops_kernel_run(k, M, N, (const void *const *)args, outs, &o);
+                            void *const *outs, int devp, const keops_ranges *rg) {
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_GPU, .device_pointers = devp,
+                         .ranges = rg};
+  if (!devp) return armed_run(k, M, N, (const void *const *)args, outs, &o);
   const fe_program *p = rt_kernel_program(k);
   int64_t rows = p->axis ? M : N;
   void *da[FE_MAX_ARGS] = {0}, *dout[2] = {0};
@@ -256,7 +276,7 @@ static keops_status gpu_run(keops_kernel *k, int64_t M, int64_t N, void *const *
   }
   o.stream = s;
   TU_OK(cu->sync(NULL, &e_)); /* the staging copies, on the default stream, come first */
-  keops_status st = keops_kernel_run(k, M, N, (const void *const *)da, dout, &o);
+  keops_status st = armed_run(k, M, N, (const void *const *)da, dout, &o);
   char msg[1024];
   snprintf(msg, sizeof msg, "%s", keops_last_error());
   if (st == KEOPS_OK) {
@@ -274,7 +294,7 @@ static keops_status gpu_run(keops_kernel *k, int64_t M, int64_t N, void *const *
 }
 
 static void gpu_prob_run(prob *P, int devp) {
-  keops_status st = gpu_run(P->k, P->M, P->N, P->arr, P->out[0], devp);
+  keops_status st = gpu_run(P->k, P->M, P->N, P->arr, P->out[0], devp, NULL);
   ck_assert_msg(st == KEOPS_OK, "%s: GPU run on the fake%s: %s", P->what,
                 devp ? " (device pointers)" : "", keops_last_error());
 }
@@ -424,57 +444,24 @@ START_TEST(injected_failure) {
 END_TEST
 
 /* A block-sparse run on the GPU backend (600 x 300, two row blocks with a gap, adjacent
- * j-ranges), float64, host arrays or device pointers (staged by the test before and copied back
- * after). With entry: its nth call from keops_kernel_run on fails with code, and the failures
- * are cleared after it; *calls gets the run's calls of entry. 0 (outputs checked against the
- * reference with the same ranges) or the failure's status, its message in msg. */
-static keops_status ranges_run(keops_context *c, int devp, const char *entry, int nth, int code,
-                               long *calls, char *msg, size_t n) {
+ * j-ranges), float64, host arrays or device pointers, with the armed failure if any: 0 (the
+ * outputs checked against the reference with the same ranges) or the failure's status, its
+ * message in msg. */
+static keops_status ranges_run(keops_context *c, int devp, char *msg, size_t n) {
   keops_kernel *k = split_kernel(c, KEOPS_FLOAT64);
   static const int64_t ci[] = {0, 100, 150, 600}, cj[] = {0, 100, 100, 300};
   static const unsigned char keep[] = {1, 1, 0, 1};
   keops_ranges *rg;
   ck_assert_msg(keops_ranges_from_matrix(ci, 2, cj, 2, keep, &rg) == KEOPS_OK, "%s", keops_last_error());
   prob P;
-  int64_t M = 600, N = 300;
-  mx_prob_init(&P, k, M, N, NULL, 0, NULL, 78);
-  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_GPU,
-                         .device_pointers = devp, .ranges = rg};
-  void *da[3] = {0}, *dout[1] = {0};
-  size_t ob = (size_t)M * 2 * 8;
-  rt_stream *s = NULL;
-  if (devp) {
-    TU_OK(cu->enter(0, &e_));
-    TU_OK(cu->stream_create(&s, &e_));
-    for (int pos = 0; pos < 3; pos++)
-      da[pos] = (void *)(uintptr_t)dcopy(P.arr[pos], (size_t)((pos ? N : M) * (pos == 2 ? 2 : 3)) * 8);
-    dout[0] = (void *)(uintptr_t)dcopy(P.out[0][0], ob);
-    TU_OK(cu->sync(NULL, &e_));
-    o.stream = s;
-  }
-  long before = entry ? fake.calls(entry) : 0;
-  if (entry && nth) fake.inject(entry, nth, code, 0);
-  keops_status st = keops_kernel_run(k, M, N, devp ? (const void *const *)da : (const void *const *)P.arr,
-                                     devp ? dout : P.out[0], &o);
+  mx_prob_init(&P, k, 600, 300, NULL, 0, NULL, 78);
+  keops_status st = gpu_run(k, 600, 300, P.arr, P.out[0], devp, rg);
   snprintf(msg, n, "%s", st ? keops_last_error() : "");
-  if (entry) *calls = fake.calls(entry) - before;
-  fake.clear_failures();
-  if (devp) {
-    if (st == KEOPS_OK) {
-      TU_OK(cu->sync(s, &e_));
-      TU_OK(cu->dtoh(P.out[0][0], (uintptr_t)dout[0], ob, NULL, &e_));
-    }
-    cu->sync(NULL, NULL);
-    for (int pos = 0; pos < 3; pos++) cu->free((uintptr_t)da[pos], NULL);
-    cu->free((uintptr_t)dout[0], NULL);
-    cu->stream_destroy(s, NULL);
-    cu->leave();
-  }
   if (st == KEOPS_OK) {
     snprintf(P.what, sizeof P.what, "ranges run on the fake%s", devp ? " (device pointers)" : "");
     keops_run_options ro = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_REFERENCE, .ranges = rg};
-    ck_assert_msg(keops_kernel_run(k, M, N, (const void *const *)P.arr, P.out[1], &ro) == KEOPS_OK, "%s",
-                  keops_last_error());
+    ck_assert_msg(keops_kernel_run(k, 600, 300, (const void *const *)P.arr, P.out[1], &ro) == KEOPS_OK,
+                  "%s", keops_last_error());
     mx_check_outputs(&P);
   }
   mx_prob_free(&P);
@@ -492,17 +479,20 @@ START_TEST(ranges_failure) {
   int devp = (_i / 2) % 2;
   keops_context *c;
   char msg[1024];
-  long calls = 0, ignored;
   ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
   (void)keops_backend_describe(c, KEOPS_BACKEND_AUTO);
-  ck_assert_msg(ranges_run(c, devp, entry, 0, 0, &calls, msg, sizeof msg) == KEOPS_OK, "clean run: %s", msg);
+  arm.entry = entry, arm.nth = 0;
+  ck_assert_msg(ranges_run(c, devp, msg, sizeof msg) == KEOPS_OK, "clean run: %s", msg);
+  long calls = arm.calls;
   keops_context_destroy(c);
   if (calls == 0) return;
   int code = !strcmp(entry, "cuMemAlloc_v2") ? 2 : 999;
   const char *name = code == 2 ? "CUDA_ERROR_OUT_OF_MEMORY" : "CUDA_ERROR_UNKNOWN";
   keops_status want = code == 2 ? KEOPS_ERROR_OUT_OF_MEMORY : KEOPS_ERROR_DEVICE;
   ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
-  keops_status st = ranges_run(c, devp, entry, _i % 2 ? (int)calls : 1, code, &ignored, msg, sizeof msg);
+  arm.nth = _i % 2 ? (int)calls : 1, arm.code = code;
+  keops_status st = ranges_run(c, devp, msg, sizeof msg);
+  arm.entry = NULL;
   int cleanup = !strcmp(entry, "cuMemFree_v2") || (_i % 2 && !devp && strstr(entry, "Synchronize"));
   if (st != KEOPS_OK || !cleanup) {
     ck_assert_msg(st == want, "%s (call %ld of %ld%s) failing with %d: %s (%s)", entry, _i % 2 ? calls : 1,
