@@ -6,6 +6,7 @@
  * for NVIDIA GPUs). */
 #include "gpu.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,8 @@
 #define B (K->L.bld)
 
 enum { P_NROWS, P_J0, P_J1, P_NSLICE, P_PARTIAL, P_ARGS };
+/* the ranges kernel's own parameters, before the arguments */
+enum { PR_NROWS, PR_LOOKUP, PR_JR, PR_ARGS };
 
 typedef struct gk {
   kb K;
@@ -91,8 +94,12 @@ static void stage_tile(gk *G, LLVMValueRef t, LLVMValueRef r, LLVMValueRef jend,
 /* Block = R threads x S slices (S = nslice, a power of two dividing blockDim): thread
  * tid = s * R + r reduces the U rows blockIdx.x * R U + r + u R over slice s of the block's
  * j-range, the slices' tiles side by side in shared memory; then the slices' states merge
- * in order through shared memory, so few rows still fill the block. */
-static void build_body(gk *G, LLVMValueRef *params) {
+ * in order through shared memory, so few rows still fill the block.
+ * With lookup (the ranges kernel: params[P_LOOKUP], params[P_JR], S = 1, no j-split, so
+ * params[P_J0 .. P_PARTIAL] are constants), the block's rows and its list of j-ranges come
+ * from its lookup entry and a loop over the ranges wraps the tile loop. Without it, the code
+ * is the dense kernel's alone: its registers and loops do not pay for ranges. */
+static void build_body(gk *G, LLVMValueRef *params, LLVMValueRef lookup, LLVMValueRef jr) {
   kb *K = &G->K;
   const fe_program *p = K->p;
   G->nrows = params[P_NROWS];
@@ -101,14 +108,23 @@ static void build_body(gk *G, LLVMValueRef *params) {
   for (int o = 0; o < p->nout; o++) G->out[o] = params[P_ARGS + p->args.n + o];
   LLVMValueRef tid = sreg(G, KT_TID_X), bdim = sreg(G, KT_NTID_X), S = params[P_NSLICE];
   LLVMValueRef R = LLVMBuildUDiv(B, bdim, S, "rows"), r = LLVMBuildURem(B, tid, R, ""), s = LLVMBuildUDiv(B, tid, R, "");
-  LLVMValueRef i = LLVMBuildAdd(B, LLVMBuildMul(B, sreg(G, KT_CTAID_X), LLVMBuildMul(B, R, kg_i64(K, K->U), ""), ""), r, "");
+  LLVMValueRef i, rend = G->nrows, ent[4];
+  if (lookup) { /* entry (row start, row end, first range, end range) of the block */
+    LLVMValueRef at = LLVMBuildMul(B, sreg(G, KT_CTAID_X), kg_i64(K, 4), "");
+    for (int q = 0; q < 4; q++)
+      ent[q] = kg_load(K, K->i64, kg_gep(K, K->i64, lookup, LLVMBuildAdd(B, at, kg_i64(K, q), "")), 8);
+    i = LLVMBuildAdd(B, ent[0], r, "");
+    rend = ent[1];
+  } else {
+    i = LLVMBuildAdd(B, LLVMBuildMul(B, sreg(G, KT_CTAID_X), LLVMBuildMul(B, R, kg_i64(K, K->U), ""), ""), r, "");
+  }
   G->by = sreg(G, KT_CTAID_Y);
   LLVMValueRef gy = sreg(G, KT_NCTAID_Y);
-  /* threads past the last row still stage tiles and meet the barriers; they compute on the
-   * last row and write nothing */
+  /* threads past the block's last row still stage tiles and meet the barriers; they compute
+   * on the last row and write nothing */
   for (int u = 0; u < K->U; u++) {
     LLVMValueRef iu = LLVMBuildAdd(B, i, LLVMBuildMul(B, R, kg_i64(K, u), ""), "");
-    G->valid[u] = LLVMBuildICmp(B, LLVMIntSLT, iu, G->nrows, "");
+    G->valid[u] = LLVMBuildICmp(B, LLVMIntSLT, iu, rend, "");
     G->row[u] = LLVMBuildSelect(B, G->valid[u], iu, LLVMBuildSub(B, G->nrows, kg_i64(K, 1), ""), "");
   }
   LLVMValueRef one = kg_i64(K, 1);
@@ -128,7 +144,14 @@ static void build_body(gk *G, LLVMValueRef *params) {
     lw_level_prepare(&K->L, LV_I, u);
     kg_init(K, u);
   }
-  kg_loop lt, lk;
+  kg_loop lr, lt, lk;
+  if (lookup) { /* the block's ranges, one after the other: [js0, js1) is one, all rounds */
+    LLVMValueRef q = kg_loop_begin(K, &lr, ent[2], ent[3]);
+    LLVMValueRef at = LLVMBuildMul(B, q, kg_i64(K, 2), "");
+    js0 = kg_load(K, K->i64, kg_gep(K, K->i64, jr, at), 8);
+    js1 = kg_load(K, K->i64, kg_gep(K, K->i64, jr, LLVMBuildAdd(B, at, one, "")), 8);
+    c = LLVMBuildSub(B, js1, js0, "");
+  }
   /* every slice runs the same number of rounds (c / R), so all meet every barrier */
   LLVMValueRef t = kg_loop_begin(K, &lt, kg_i64(K, 0), c);
   LLVMValueRef jt0 = LLVMBuildAdd(B, js0, t, "");
@@ -152,6 +175,7 @@ static void build_body(gk *G, LLVMValueRef *params) {
   for (int u = 0; u < K->U && kg_needs_flush(p); u++) kg_flush_block(K, u);
   G->grid->barrier(K); /* the tile is overwritten next */
   kg_loop_end(K, &lt, R);
+  if (lookup) kg_loop_end(K, &lr, one);
 
   kg_sink sp = {.put = put_partial, .partial = 1};
   /* The slices' states merge in log2(S) steps: at step h, slice s = (2k + 1) h leaves its
@@ -209,6 +233,38 @@ static void build_body(gk *G, LLVMValueRef *params) {
   }
   LLVMBuildRetVoid(B);
   kg_state_free(K);
+}
+
+/* The ranges kernel (gpu.h): fname GPU_RANGES_SUFFIX (i64 nrows, i64 *lookup, i64 *jr, args,
+ * outs), the dense kernel's body with one slice, no j-split and the ranges' rows and j's. */
+static void build_ranges(gk *G, const char *fname, kerr *e) {
+  kb *K = &G->K;
+  const fe_program *p = K->p;
+  /* lowering keeps each node's values, which belong to the dense kernel's function: start
+   * afresh (lw_init sets every table lw_free freed) */
+  lw keep = K->L;
+  lw_free(&K->L);
+  K->L = keep;
+  if (lw_init(&K->L, p->d, p->f, e)) return;
+  LLVMTypeRef g = LLVMPointerTypeInContext(K->L.C, G->grid->global_as);
+  int np = PR_ARGS + p->args.n + p->nout, ns = np + (G->grid->thread_state != 0);
+  LLVMTypeRef ps[PR_ARGS + FE_MAX_ARGS + 3];
+  for (int q = 0; q < ns; q++) ps[q] = q == PR_NROWS ? K->i64 : q < np ? g : K->ptr;
+  char name[256];
+  snprintf(name, sizeof name, "%s%s", fname, GPU_RANGES_SUFFIX);
+  K->fn = LLVMAddFunction(K->L.M, name, LLVMFunctionType(LLVMVoidTypeInContext(K->L.C), ps, (unsigned)ns, 0));
+  LLVMValueRef params[PR_ARGS + FE_MAX_ARGS + 3], full[P_ARGS + FE_MAX_ARGS + 2];
+  LLVMGetParams(K->fn, params);
+  if (G->grid->thread_state) K->gstate = params[np];
+  LLVMPositionBuilderAtEnd(B, LLVMAppendBasicBlockInContext(K->L.C, K->fn, "entry"));
+  K->tile = G->grid->shared(K, K->L.T);
+  full[P_NROWS] = params[PR_NROWS];
+  full[P_J0] = full[P_J1] = kg_i64(K, 0);
+  full[P_NSLICE] = kg_i64(K, 1);
+  full[P_PARTIAL] = LLVMConstPointerNull(g);
+  for (int q = PR_ARGS; q < np; q++) full[P_ARGS + q - PR_ARGS] = params[q];
+  build_body(G, full, params[PR_LOOKUP], params[PR_JR]);
+  G->grid->entry(K, K->fn);
 }
 
 /* The second kernel of a j-split: keops_combine(i64 nrows, i64 nsplit, double *partial,
@@ -285,9 +341,10 @@ LLVMModuleRef gpu_build(LLVMContextRef C, const fe_program *p, const kt_target *
   if (G.grid->thread_state) K->gstate = params[np];
   LLVMPositionBuilderAtEnd(K->L.bld, LLVMAppendBasicBlockInContext(C, K->fn, "entry"));
   K->tile = G.grid->shared(K, K->L.T);
-  build_body(&G, params);
+  build_body(&G, params, NULL, NULL);
   free(params);
   G.grid->entry(K, K->fn);
+  build_ranges(&G, fname, e);
   LLVMValueRef comb = build_combine(&G);
   G.grid->entry(K, comb);
   LLVMModuleRef m = K->L.M;

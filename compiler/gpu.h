@@ -11,6 +11,7 @@
 #define GPU_MAX_BLOCK 256 /* threads per block: the kernel's launch bound */
 #define GPU_MAX_HEAP 16384 /* bytes of K-min heap per thread (local memory) */
 #define GPU_MAX_U 2        /* rows per thread, at most */
+#define GPU_RANGES_SUFFIX "_ranges" /* the ranges kernel's name: the dense one's and this */
 
 /* The kernel ABI:
  *   void fname(i64 nrows, i64 j0, i64 j1, i64 nslice, double *partial, T *arg_0 .. arg_{n-1},
@@ -25,7 +26,18 @@
  * the larger of blockDim.x * p->red_width elements of the dtype (the tiles) and
  * (nslice - 1) * R * U * p->state doubles (the slices' states). The second kernel,
  *   void keops_combine(i64 nrows, i64 nsplit, double *partial, out_0 [, out_1])
- * merges each row's nsplit states in order and writes its outputs, one thread per row. */
+ * merges each row's nsplit states in order and writes its outputs, one thread per row.
+ * Block-sparse runs (fe_ranges) launch the third,
+ *   void fname GPU_RANGES_SUFFIX (i64 nrows, const i64 *lookup, const i64 *jr, T *arg_0 ..
+ *                                 arg_{n-1}, out_0 [, out_1])
+ * on nlookup x 1 blocks of R threads (one slice, no j-split: the ranges cut the work, and
+ * slices of a list of ranges would not stay balanced): block b reads its lookup entry
+ * lookup[4b .. 4b+3] = (row start, row end, first range, end range), reduces rows
+ * [row start, row end) (at most R U of them, all in one block of the ranges or all in no block)
+ * over the j-ranges [jr[2q], jr[2q+1]) for q in [first range, end range), in order, and
+ * writes their outputs; an empty list writes the reduction of nothing. Its shared memory is
+ * the tiles'. It is the dense kernel's code with its own rows and a loop over the ranges around
+ * the tile loop, a separate entry so that the dense kernel keeps its registers and loops. */
 /* Float32 kernels flush denormals to zero (inputs, results, intermediates): the GPU's f32
  * units then run at full rate, as CUDA's fast math. Every thread-per-row target models it. */
 static inline int gpu_ftz(const fe_program *p) { return p->dtype == KEOPS_FLOAT32; }

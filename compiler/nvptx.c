@@ -41,9 +41,12 @@ static void barrier(kb *K) {
 #endif
 }
 
-/* Dynamic shared memory is an external array of unknown size in address space 3. */
+/* Dynamic shared memory is an external array of unknown size in address space 3, one for
+ * the module's kernels. */
 static LLVMValueRef shared(kb *K, LLVMTypeRef t) {
-  LLVMValueRef g = LLVMAddGlobalInAddressSpace(K->L.M, LLVMArrayType(t, 0), "keops_tile", 3);
+  LLVMValueRef g = LLVMGetNamedGlobal(K->L.M, "keops_tile");
+  if (g) return g;
+  g = LLVMAddGlobalInAddressSpace(K->L.M, LLVMArrayType(t, 0), "keops_tile", 3);
   LLVMSetAlignment(g, 16);
   return g;
 }

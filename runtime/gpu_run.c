@@ -2,7 +2,8 @@
  * (program, device), both through the context's single-flight cache; host arrays are copied
  * in and out, device pointers are used as they are. When the rows cannot fill the device,
  * j is split across blockIdx.y and a second kernel (keops_combine) merges the partial
- * states of each row. Devices are reached only through the context's device table (ctx->dev,
+ * states of each row. Block-sparse runs launch the ranges kernel over a lookup table built here
+ * (ranges_table, gpu.h). Devices are reached only through the context's device table (ctx->dev,
  * device.h), so any implementation of it runs this code unchanged. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,8 +19,8 @@
 /* What a (kernel, device) needs at launch; lives until the context is destroyed. */
 typedef struct rt_gpu_code {
   rt_module *module;
-  rt_function *fn, *combine;
-  int fn_threads, combine_threads; /* the most threads per block each launches with */
+  rt_function *fn, *combine, *ranges;
+  int fn_threads, combine_threads, ranges_threads; /* the most threads per block each launches with */
   struct rt_gpu_code *next; /* the context's list, for unloading */
   int ordinal;
 } rt_gpu_code;
@@ -78,8 +79,10 @@ static void *build_module(void *arg, kerr *e) {
   if (dev->module_load(im->code, im->len, &c->module, e) == KEOPS_OK &&
       (dev->module_function(c->module, "keops_kernel", &c->fn, e) != KEOPS_OK ||
        dev->module_function(c->module, "keops_combine", &c->combine, e) != KEOPS_OK ||
+       dev->module_function(c->module, "keops_kernel" GPU_RANGES_SUFFIX, &c->ranges, e) != KEOPS_OK ||
        dev->function_max_threads(c->fn, &c->fn_threads, e) != KEOPS_OK ||
-       dev->function_max_threads(c->combine, &c->combine_threads, e) != KEOPS_OK))
+       dev->function_max_threads(c->combine, &c->combine_threads, e) != KEOPS_OK ||
+       dev->function_max_threads(c->ranges, &c->ranges_threads, e) != KEOPS_OK))
     dev->module_unload(c->module, NULL), c->module = NULL, c->fn = NULL;
   if (!b->here) dev->leave();
   if (!c->fn) {
@@ -115,9 +118,12 @@ static void *build_module(void *arg, kerr *e) {
  * exceed 64 MiB copies them over PCIe (milliseconds) and usually computes for far longer, so
  * allocating them again (tens of microseconds) costs it little; short runs on small arrays,
  * whose time the driver calls dominate, are the ones the sets serve. */
-#define SCRATCH_SLOTS (FE_MAX_ARGS + 3) /* inputs by position, the outputs, the partial states */
+#define SCRATCH_SLOTS (FE_MAX_ARGS + 5) /* inputs by position, the outputs, the partial states,
+                                           a ranges run's lookup table and j-ranges */
 #define SCRATCH_OUT FE_MAX_ARGS
 #define SCRATCH_PARTIAL (FE_MAX_ARGS + 2)
+#define SCRATCH_LOOKUP (FE_MAX_ARGS + 3)
+#define SCRATCH_JR (FE_MAX_ARGS + 4)
 #define SCRATCH_SET_BYTES ((size_t)64 << 20)
 #define SCRATCH_SETS 4
 
@@ -248,6 +254,9 @@ typedef struct run {
   int U; /* rows per thread (gpu_rows_per_thread) */
   rt_dptr in[FE_MAX_ARGS], out[2], partial;
   size_t es;
+  /* a ranges run: its tables in host memory (ranges_table) and their device copies */
+  int64_t *lookup, *jr, nlookup, njr;
+  rt_dptr dlookup, djr;
 } run;
 
 static int64_t arg_rows(const fe_program *p, int pos, int64_t M, int64_t N) {
@@ -306,6 +315,81 @@ static keops_status launch(run *r, rt_gpu_code *c, unsigned bs, unsigned shared,
   for (int o = 0; o < p->nout; o++) params[np++] = &r->out[o];
   unsigned grid[3] = {(unsigned)((r->rows + R - 1) / R), nsplit, 1}, block[3] = {bs, 1, 1};
   return r->dev->launch(c->fn, grid, block, shared, r->stream, params, e);
+}
+
+/* A ranges run's tables for blocks of R rows (gpu.h): r->lookup, an entry (row start, row end,
+ * first range, end range) per CUDA block, so that a block's rows lie in one block of the
+ * ranges (cut in pieces of at most R rows), or in one gap between them (an empty list of
+ * ranges: its rows are written the reduction of nothing); and r->jr, each block's j-ranges with
+ * the empty ones dropped and adjacent ones merged (fewer rounds of partly filled tiles). */
+static keops_status ranges_table(run *r, const fe_ranges *rg, int64_t R, kerr *e) {
+  int64_t nl = 0, nj = 0, at = 0;
+  for (int64_t b = 0; b <= rg->nblocks; b++) {
+    int64_t s = b < rg->nblocks ? rg->rows[2 * b] : r->rows, t = b < rg->nblocks ? rg->rows[2 * b + 1] : r->rows;
+    nl += (s - at + R - 1) / R + (t - s + R - 1) / R;
+    if (b < rg->nblocks && t > s) nj += rg->slices[b] - fe_slice_begin(rg, b);
+    at = t;
+  }
+  if (nl > INT32_MAX) { /* CUDA's grid is at most 2^31 - 1 blocks wide */
+    kerr_set(e, KEOPS_ERROR_UNSUPPORTED, "the ranges' %lld blocks of rows need %lld CUDA blocks of %lld rows, "
+             "more than a grid holds (%d)", (long long)rg->nblocks, (long long)nl, (long long)R, INT32_MAX);
+    return e->status;
+  }
+  r->lookup = malloc(sizeof(int64_t) * 4 * (size_t)(nl ? nl : 1));
+  r->jr = malloc(sizeof(int64_t) * 2 * (size_t)(nj ? nj : 1));
+  if (!r->lookup || !r->jr) {
+    kerr_set(e, KEOPS_ERROR_OUT_OF_MEMORY, "out of memory for the lookup table of %lld CUDA blocks", (long long)nl);
+    return e->status;
+  }
+  int64_t *l = r->lookup, *j = r->jr, q = 0;
+  at = 0;
+  for (int64_t b = 0; b <= rg->nblocks; b++) {
+    int64_t s = b < rg->nblocks ? rg->rows[2 * b] : r->rows, t = b < rg->nblocks ? rg->rows[2 * b + 1] : r->rows;
+    for (int64_t i = at; i < s; i += R, l += 4) l[0] = i, l[1] = s - i > R ? i + R : s, l[2] = l[3] = 0;
+    if (t > s) {
+      int64_t q0 = q;
+      for (int64_t k = fe_slice_begin(rg, b); k < rg->slices[b]; k++) {
+        const int64_t *c = rg->red + 2 * k;
+        if (c[0] == c[1]) continue;
+        if (q > q0 && j[2 * q - 1] == c[0]) j[2 * q - 1] = c[1];
+        else j[2 * q] = c[0], j[2 * q + 1] = c[1], q++;
+      }
+      for (int64_t i = s; i < t; i += R, l += 4) l[0] = i, l[1] = t - i > R ? i + R : t, l[2] = q0, l[3] = q;
+    }
+    at = t;
+  }
+  r->nlookup = nl;
+  r->njr = q;
+  return KEOPS_OK;
+}
+
+/* A ranges run's threads per block: bs, or fewer when the ranges' blocks are short, so that a
+ * CUDA block's R U rows are not mostly past its block's end (idle threads): whole warps that
+ * cover the mean non-empty block, at least 64 threads (an SM holds at most 32 blocks: 64
+ * threads still fill its 2048). */
+static unsigned ranges_block_size(const fe_ranges *rg, int U, unsigned bs) {
+  int64_t rows = 0, n = 0;
+  for (int64_t b = 0; b < rg->nblocks; b++)
+    if (rg->rows[2 * b + 1] > rg->rows[2 * b]) rows += rg->rows[2 * b + 1] - rg->rows[2 * b], n++;
+  if (!n) return bs;
+  int64_t want = ((rows + n - 1) / n + U - 1) / U;
+  want = want < 64 ? 64 : (want + 31) / 32 * 32;
+  return want < (int64_t)bs ? (unsigned)want : bs;
+}
+
+/* The ranges kernel over the lookup table's blocks: one slice, no j-split (the ranges already
+ * cut the work, and a block's rows share their list of j-ranges). */
+static keops_status launch_ranges(run *r, rt_gpu_code *c, unsigned bs, unsigned shared, kerr *e) {
+  const fe_program *p = r->p;
+  void *params[3 + FE_MAX_ARGS + 2];
+  int np = 0;
+  params[np++] = &r->rows;
+  params[np++] = &r->dlookup;
+  params[np++] = &r->djr;
+  for (int pos = 0; pos < p->args.n; pos++) params[np++] = &r->in[pos];
+  for (int o = 0; o < p->nout; o++) params[np++] = &r->out[o];
+  unsigned grid[3] = {(unsigned)r->nlookup, 1, 1}, block[3] = {bs, 1, 1};
+  return r->dev->launch(c->ranges, grid, block, shared, r->stream, params, e);
 }
 
 /* Small row counts: split j across blocks too, so that the device gets about `want` blocks of
@@ -380,19 +464,22 @@ static void scratch_give(keops_context *ctx, rt_gpu_dev *gd, const rt_device *de
   if (s) scratch_release(dev, s);
 }
 
-/* Host arrays: the bytes each scratch slot needs (inputs, outputs, partial states of nsplit
- * slices), into need[SCRATCH_SLOTS]. */
-static void scratch_need(const run *r, int64_t M, int64_t N, unsigned nsplit, size_t *need) {
+/* The bytes each scratch slot needs, into need[SCRATCH_SLOTS]: with host arrays (devp 0),
+ * inputs, outputs, partial states of nsplit slices; and a ranges run's tables. */
+static void scratch_need(const run *r, int64_t M, int64_t N, unsigned nsplit, int devp, size_t *need) {
   const fe_program *p = r->p;
   memset(need, 0, SCRATCH_SLOTS * sizeof *need);
+  need[SCRATCH_LOOKUP] = sizeof(int64_t) * 4 * (size_t)r->nlookup;
+  need[SCRATCH_JR] = sizeof(int64_t) * 2 * (size_t)r->njr;
+  if (devp) return;
   for (int pos = 0; pos < p->args.n; pos++)
     need[pos] = (size_t)arg_rows(p, pos, M, N) * (size_t)p->args.dim[pos] * r->es;
   for (int o = 0; o < p->nout; o++) need[SCRATCH_OUT + o] = out_bytes(p, o, r->rows);
   if (nsplit > 1) need[SCRATCH_PARTIAL] = sizeof(double) * nsplit * (size_t)r->rows * (size_t)p->state;
 }
 
-/* Host arrays: device copies of the inputs, device buffers for the outputs and partial
- * states, in the slots of s. */
+/* Device copies of the inputs and a ranges run's tables, device buffers for the outputs and
+ * partial states, in the slots of s (those need[] names). */
 static keops_status stage_in(run *r, rt_scratch *s, const size_t *need, const void *const *args, kerr *e) {
   const fe_program *p = r->p;
   for (int pos = 0; pos < p->args.n; pos++) {
@@ -401,12 +488,17 @@ static keops_status stage_in(run *r, rt_scratch *s, const size_t *need, const vo
     r->in[pos] = s->ptr[pos];
     if (r->dev->htod(r->in[pos], args[pos], need[pos], r->stream, e)) return e->status;
   }
-  for (int q = SCRATCH_OUT; q <= SCRATCH_PARTIAL; q++) {
+  for (int q = SCRATCH_OUT; q < SCRATCH_SLOTS; q++) {
     if (!need[q]) continue;
     if (scratch_fit(r->dev, s, q, need[q], e)) return e->status;
     if (q == SCRATCH_PARTIAL) r->partial = s->ptr[q];
+    else if (q == SCRATCH_LOOKUP) r->dlookup = s->ptr[q];
+    else if (q == SCRATCH_JR) r->djr = s->ptr[q];
     else r->out[q - SCRATCH_OUT] = s->ptr[q];
   }
+  if (need[SCRATCH_LOOKUP] && r->dev->htod(r->dlookup, r->lookup, need[SCRATCH_LOOKUP], r->stream, e))
+    return e->status;
+  if (need[SCRATCH_JR] && r->dev->htod(r->djr, r->jr, need[SCRATCH_JR], r->stream, e)) return e->status;
   return KEOPS_OK;
 }
 
@@ -438,10 +530,6 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
                         void *const *outs, const keops_run_options *o, const fe_ranges *rg,
                         kerr *e) {
   const fe_program *p = k->prog;
-  if (rg) {
-    kerr_set(e, KEOPS_ERROR_UNSUPPORTED, "block-sparse ranges do not run on the GPU backend yet");
-    return e->status;
-  }
   const rt_device *dev = k->ctx->dev;
   rt_gpu_dev *gd = gpu_dev(k->ctx, o->device_id, e);
   if (!gd) return e->status;
@@ -488,11 +576,12 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
   }
   if (rc == KEOPS_OK && r.rows) {
     /* the launch's shape first: a host-array run's scratch set holds the partial states too */
-    unsigned shared, bs = block_size(p, &info, c->fn_threads, r.es, &shared);
-    if (c->fn_threads < 32) {
+    int fn_threads = rg ? c->ranges_threads : c->fn_threads;
+    unsigned shared, bs = block_size(p, &info, fn_threads, r.es, &shared);
+    if (fn_threads < 32) {
       rc = KEOPS_ERROR_UNSUPPORTED;
       kerr_set(e, rc, "the kernel needs too many registers or too much local memory per thread: %s "
-               "runs it with at most %d threads a block, less than a warp", info.name, c->fn_threads);
+               "runs it with at most %d threads a block, less than a warp", info.name, fn_threads);
     } else if (bs < 32) {
       rc = KEOPS_ERROR_UNSUPPORTED;
       kerr_set(e, rc, "the j-variables (%d values per j) do not fit in %s's shared memory",
@@ -501,12 +590,22 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
     /* about 4 blocks per SM: half of what an SM of 2048 threads holds at 256 threads a block,
      * enough to hide latency */
     int64_t want = 4 * (int64_t)info.sm_count;
-    unsigned nslice = rc == KEOPS_OK ? slice_count(&r, bs, want, &shared) : 1;
-    unsigned nsplit = rc == KEOPS_OK ? split_count(&r, bs, block_rows(&r, bs, nslice), want) : 1;
-    if (rc == KEOPS_OK && !devp) {
+    unsigned nslice = 1, nsplit = 1;
+    if (rc == KEOPS_OK && rg) {
+      bs = ranges_block_size(rg, r.U, bs);
+      shared = (unsigned)(bs * (size_t)p->red_width * r.es); /* the tiles' (block_size) */
+      rc = ranges_table(&r, rg, block_rows(&r, bs, 1), e);
+    } else if (rc == KEOPS_OK) {
+      nslice = slice_count(&r, bs, want, &shared);
+      nsplit = split_count(&r, bs, block_rows(&r, bs, nslice), want);
+    }
+    /* device pointers' runs take a set for a ranges run's tables only; in a user's context
+     * (here) a set of their own, freed after the run: the idle sets are the primary
+     * context's memory, which another context cannot use */
+    if (rc == KEOPS_OK && (!devp || rg)) {
       size_t need[SCRATCH_SLOTS];
-      scratch_need(&r, M, N, nsplit, need);
-      if (!(s = scratch_take(k->ctx, gd, need))) {
+      scratch_need(&r, M, N, nsplit, devp, need);
+      if (!(s = here ? calloc(1, sizeof *s) : scratch_take(k->ctx, gd, need))) {
         rc = KEOPS_ERROR_OUT_OF_MEMORY;
         kerr_set(e, rc, "out of memory");
       } else {
@@ -515,23 +614,27 @@ keops_status rt_run_gpu(keops_kernel *k, int64_t M, int64_t N, const void *const
     } else if (rc == KEOPS_OK && nsplit > 1) {
       rc = dev->alloc(sizeof(double) * nsplit * (size_t)r.rows * (size_t)p->state, &r.partial, e);
     }
-    if (rc == KEOPS_OK) rc = launch(&r, c, bs, shared, nslice, nsplit, e);
+    if (rc == KEOPS_OK) rc = rg ? launch_ranges(&r, c, bs, shared, e) : launch(&r, c, bs, shared, nslice, nsplit, e);
     if (rc == KEOPS_OK && nsplit > 1) rc = combine(&r, c, bs, nsplit, e);
     if (rc == KEOPS_OK && !devp)
       for (int q = 0; rc == KEOPS_OK && q < p->nout; q++)
         if (out_bytes(p, q, r.rows)) rc = dev->dtoh(outs[q], r.out[q], out_bytes(p, q, r.rows), r.stream, e);
     if (rc == KEOPS_OK && !devp) rc = dev->sync(r.stream, e);
   }
-  /* The stream may still use the buffers (after an error, or device pointers' partial states)
-   * or the module: wait for it. Scratch memory whose stream could not be waited for is not
-   * reused. */
+  free(r.lookup);
+  free(r.jr);
+  /* The stream may still use the buffers (after an error, device pointers' partial states or
+   * ranges tables) or the module: wait for it. Scratch memory whose stream could not be waited
+   * for is not reused. */
   int idle = 1;
-  if (rc != KEOPS_OK || (r.partial && !s) || here) {
-    keops_status sr = dev->sync(r.stream, rc == KEOPS_OK && here ? e : NULL);
-    if (rc == KEOPS_OK && here) rc = sr;
+  if (rc != KEOPS_OK || (r.partial && !s) || (devp && s) || here) {
+    int report = rc == KEOPS_OK && (here || (devp && s)); /* this run's kernel is in the wait */
+    keops_status sr = dev->sync(r.stream, report ? e : NULL);
+    if (report) rc = sr;
     idle = sr == KEOPS_OK;
   }
-  if (s) scratch_give(k->ctx, gd, dev, s, idle);
+  if (s && here) scratch_release(dev, s);
+  else if (s) scratch_give(k->ctx, gd, dev, s, idle);
   else if (r.partial) dev->free(r.partial, NULL);
   if (here) {
     dev->module_unload(c->module, NULL);

@@ -269,12 +269,13 @@ START_TEST(generated_code_is_checked) {
   size_t len;
   /* every read of the tile is checked, also through the pair loop's pointer phi: the float
    * loads of shared memory (4 bytes, KT_EMU_LOAD | KT_EMU_SHARED; the merge's are doubles)
-   * are the j-variables' components, each read once per j */
+   * are the j-variables' components, each read once per j, in each of the two kernels (dense
+   * and ranges) */
   char *ir = emu_compile(p, KC_IR, &len), tile_load[32];
   snprintf(tile_load, sizeof tile_load, ", i64 4, i32 %d)", KT_EMU_LOAD | KT_EMU_SHARED);
   int nload = 0;
   for (const char *at = ir; (at = strstr(at, tile_load)); at++) nload++;
-  ck_assert_int_eq(nload, p->red_width);
+  ck_assert_int_eq(nload, 2 * p->red_width);
   free(ir);
   char *obj = emu_object(p, &len);
   rt_emu_module *m;

@@ -234,12 +234,32 @@ static rt_dptr dcopy(const void *h, size_t bytes) {
   return d;
 }
 
-/* Runs k with the GPU backend. devp: inputs and outputs staged by the test, the run on a
- * stream of the test's, asynchronous: the test synchronises that stream and copies back. */
+/* A failure armed for keops_kernel_run in the next gpu_run only (not the test's staging):
+ * the entry's nth call fails with code (nth 0: none), failures are cleared after the run, and
+ * calls gets the run's calls of the entry. */
+static struct {
+  const char *entry;
+  int nth, code;
+  long calls;
+} arm;
+
+static keops_status armed_run(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
+                              void *const *outs, const keops_run_options *o) {
+  long before = arm.entry ? fake.calls(arm.entry) : 0;
+  if (arm.entry && arm.nth) fake.inject(arm.entry, arm.nth, arm.code, 0);
+  keops_status st = keops_kernel_run(k, M, N, args, outs, o);
+  if (arm.entry) arm.calls = fake.calls(arm.entry) - before, fake.clear_failures();
+  return st;
+}
+
+/* Runs k with the GPU backend (over rg when not NULL). devp: inputs and outputs staged by the
+ * test, the run on a stream of the test's, asynchronous: the test synchronises that stream and
+ * copies back. */
 static keops_status gpu_run(keops_kernel *k, int64_t M, int64_t N, void *const *args,
-                            void *const *outs, int devp) {
-  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_GPU, .device_pointers = devp};
-  if (!devp) return keops_kernel_run(k, M, N, (const void *const *)args, outs, &o);
+                            void *const *outs, int devp, const keops_ranges *rg) {
+  keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_GPU, .device_pointers = devp,
+                         .ranges = rg};
+  if (!devp) return armed_run(k, M, N, (const void *const *)args, outs, &o);
   const fe_program *p = rt_kernel_program(k);
   int64_t rows = p->axis ? M : N;
   void *da[FE_MAX_ARGS] = {0}, *dout[2] = {0};
@@ -256,7 +276,7 @@ static keops_status gpu_run(keops_kernel *k, int64_t M, int64_t N, void *const *
   }
   o.stream = s;
   TU_OK(cu->sync(NULL, &e_)); /* the staging copies, on the default stream, come first */
-  keops_status st = keops_kernel_run(k, M, N, (const void *const *)da, dout, &o);
+  keops_status st = armed_run(k, M, N, (const void *const *)da, dout, &o);
   char msg[1024];
   snprintf(msg, sizeof msg, "%s", keops_last_error());
   if (st == KEOPS_OK) {
@@ -274,7 +294,7 @@ static keops_status gpu_run(keops_kernel *k, int64_t M, int64_t N, void *const *
 }
 
 static void gpu_prob_run(prob *P, int devp) {
-  keops_status st = gpu_run(P->k, P->M, P->N, P->arr, P->out[0], devp);
+  keops_status st = gpu_run(P->k, P->M, P->N, P->arr, P->out[0], devp, NULL);
   ck_assert_msg(st == KEOPS_OK, "%s: GPU run on the fake%s: %s", P->what,
                 devp ? " (device pointers)" : "", keops_last_error());
 }
@@ -423,6 +443,70 @@ START_TEST(injected_failure) {
 }
 END_TEST
 
+/* A block-sparse run on the GPU backend (600 x 300, two row blocks with a gap, adjacent
+ * j-ranges), float64, host arrays or device pointers, with the armed failure if any: 0 (the
+ * outputs checked against the reference with the same ranges) or the failure's status, its
+ * message in msg. */
+static keops_status ranges_run(keops_context *c, int devp, char *msg, size_t n) {
+  keops_kernel *k = split_kernel(c, KEOPS_FLOAT64);
+  static const int64_t ci[] = {0, 100, 150, 600}, cj[] = {0, 100, 100, 300};
+  static const unsigned char keep[] = {1, 1, 0, 1};
+  keops_ranges *rg;
+  ck_assert_msg(keops_ranges_from_matrix(ci, 2, cj, 2, keep, &rg) == KEOPS_OK, "%s", keops_last_error());
+  prob P;
+  mx_prob_init(&P, k, 600, 300, NULL, 0, NULL, 78);
+  keops_status st = gpu_run(k, 600, 300, P.arr, P.out[0], devp, rg);
+  snprintf(msg, n, "%s", st ? keops_last_error() : "");
+  if (st == KEOPS_OK) {
+    snprintf(P.what, sizeof P.what, "ranges run on the fake%s", devp ? " (device pointers)" : "");
+    keops_run_options ro = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_REFERENCE, .ranges = rg};
+    ck_assert_msg(keops_kernel_run(k, 600, 300, (const void *const *)P.arr, P.out[1], &ro) == KEOPS_OK,
+                  "%s", keops_last_error());
+    mx_check_outputs(&P);
+  }
+  mx_prob_free(&P);
+  keops_ranges_destroy(rg);
+  keops_kernel_destroy(k);
+  return st;
+}
+
+/* _i = entry * 4 + (0: the first call fails, 1: the last call of a clean run) + 2 * (device
+ * pointers): a ranges run (lookup table and j-ranges staged through a scratch set, also for
+ * device pointers) fails with the driver's error named and leaks nothing. Entries the run does
+ * not call are skipped (the context's end: injected_failure). */
+START_TEST(ranges_failure) {
+  const char *entry = entries[_i / 4];
+  int devp = (_i / 2) % 2;
+  keops_context *c;
+  char msg[1024];
+  ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
+  (void)keops_backend_describe(c, KEOPS_BACKEND_AUTO);
+  arm.entry = entry, arm.nth = 0;
+  ck_assert_msg(ranges_run(c, devp, msg, sizeof msg) == KEOPS_OK, "clean run: %s", msg);
+  long calls = arm.calls;
+  keops_context_destroy(c);
+  if (calls == 0) return;
+  int code = !strcmp(entry, "cuMemAlloc_v2") ? 2 : 999;
+  const char *name = code == 2 ? "CUDA_ERROR_OUT_OF_MEMORY" : "CUDA_ERROR_UNKNOWN";
+  keops_status want = code == 2 ? KEOPS_ERROR_OUT_OF_MEMORY : KEOPS_ERROR_DEVICE;
+  ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
+  arm.nth = _i % 2 ? (int)calls : 1, arm.code = code;
+  keops_status st = ranges_run(c, devp, msg, sizeof msg);
+  arm.entry = NULL;
+  int cleanup = !strcmp(entry, "cuMemFree_v2") || (_i % 2 && !devp && strstr(entry, "Synchronize"));
+  if (st != KEOPS_OK || !cleanup) {
+    ck_assert_msg(st == want, "%s (call %ld of %ld%s) failing with %d: %s (%s)", entry, _i % 2 ? calls : 1,
+                  calls, devp ? ", device pointers" : "", code, keops_status_string(st), msg);
+    ck_assert_msg(strstr(msg, name) && strstr(msg, entry), "%s: message '%s' names neither %s nor %s",
+                  entry, msg, name, entry);
+  }
+  keops_context_destroy(c);
+  char what[200];
+  snprintf(what, sizeof what, "after %s failed in a ranges run%s", entry, devp ? " (device pointers)" : "");
+  still_usable(what, !strcmp(entry, "cuMemFree_v2"));
+}
+END_TEST
+
 /* cuInit fails: the GPU backend is KEOPS_ERROR_NO_DEVICE with the driver's error named, AUTO
  * runs on the CPU. */
 START_TEST(init_fails) {
@@ -529,8 +613,9 @@ END_TEST
 
 /* Device pointers and a stream of a context the user created (cuCtxCreate): the run uses
  * that context (the memory and the stream are its own), with the j-split (3 rows over 4096)
- * and without; a Zero formula zeroes outputs of that context too. Nothing stays loaded in it
- * after the run, so the user may destroy it at once. */
+ * and without, dense or block-sparse (_i >= 4); a Zero formula zeroes outputs of that context
+ * too. Nothing stays loaded or allocated in it after the run, so the user may destroy it at
+ * once. */
 START_TEST(user_context_pointers) {
   void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
   typedef int (*create_fn)(void **, unsigned, int);
@@ -550,7 +635,7 @@ START_TEST(user_context_pointers) {
   keops_context *c;
   ck_assert_msg(keops_context_create(&c) == KEOPS_OK, "%s", keops_last_error());
   keops_dtype dt = mx_dtype_of(_i % 2);
-  int64_t M = _i / 2 ? 3 : 300, N = 4096;
+  int64_t M = (_i / 2) % 2 ? 3 : 300, N = 4096;
   keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = "Exp(-SqDist(x,y))*b", .aliases = run_aliases, .n_aliases = 3,
                          .axis = KEOPS_AXIS_J, .dtype = dt};
   keops_kernel *k = mx_make(c, &d);
@@ -570,11 +655,24 @@ START_TEST(user_context_pointers) {
   ck_assert_int_eq(pop(&popped), 0);
   ck_assert_ptr_eq(popped, uc);
   keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_GPU, .device_pointers = 1, .stream = s};
-  keops_status st = keops_kernel_run(k, M, N, (const void *const *)da, dout, &o);
-  ck_assert_msg(st == KEOPS_OK, "%s: %s", P.what, keops_last_error());
+  /* _i >= 4: block-sparse, its tables in buffers of the user's context, freed after the run */
+  const int64_t ci[] = {0, 1, 2, M}, cj[] = {0, 1000, 1000, 4096};
+  static const unsigned char keep[] = {1, 1, 0, 1};
+  keops_ranges *rg = NULL;
+  if (_i >= 4) {
+    ck_assert_msg(keops_ranges_from_matrix(ci, 2, cj, 2, keep, &rg) == KEOPS_OK, "%s", keops_last_error());
+    o.ranges = rg;
+    strcat(P.what, ", ranges");
+  }
   fakecuda_live l;
   fake.live(&l);
+  int allocs = l.allocations;
+  keops_status st = keops_kernel_run(k, M, N, (const void *const *)da, dout, &o);
+  ck_assert_msg(st == KEOPS_OK, "%s: %s", P.what, keops_last_error());
+  o.ranges = NULL;
+  fake.live(&l);
   ck_assert_int_eq(l.modules, 0); /* the run's module is gone: the user's context may go */
+  ck_assert_int_eq(l.allocations, allocs); /* and so are its buffers */
   /* the user's side: its context current again, its stream synchronised, results copied */
   typedef int (*push_fn)(void *);
   push_fn push;
@@ -583,8 +681,11 @@ START_TEST(user_context_pointers) {
   ck_assert_int_eq(push(uc), 0);
   TU_OK(cu->sync(s, &e_));
   TU_OK(cu->dtoh(P.out[0][0], (uintptr_t)dout[0], ob, NULL, &e_));
-  mx_prob_reference(&P);
+  keops_run_options ro = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_REFERENCE, .ranges = rg};
+  ck_assert_msg(keops_kernel_run(k, M, N, (const void *const *)P.arr, P.out[1], &ro) == KEOPS_OK, "%s",
+                keops_last_error());
   mx_check_outputs(&P);
+  keops_ranges_destroy(rg);
   ck_assert_int_eq(pop(&popped), 0);
   /* a Zero formula on outputs of the user's context */
   keops_kernel_desc z = {.size = sizeof(keops_kernel_desc), .formula = "Zero(2)", .aliases = run_aliases, .n_aliases = 3, .axis = KEOPS_AXIS_J,
@@ -980,10 +1081,11 @@ int main(void) {
   TCase *f = tcase_create("failures");
   tcase_set_timeout(f, 600);
   tcase_add_loop_test(f, injected_failure, 0, 2 * NENTRY);
+  tcase_add_loop_test(f, ranges_failure, 0, 4 * NENTRY);
   tcase_add_test(f, init_fails);
   tcase_add_test(f, sticky_fault);
   tcase_add_loop_test(f, auto_choice, 0, 4);
-  tcase_add_loop_test(f, user_context_pointers, 0, 4);
+  tcase_add_loop_test(f, user_context_pointers, 0, 8);
   tcase_add_loop_test(f, shared_limits, 0, 3);
   tcase_add_test(f, block_size_by_registers);
   tcase_add_test(f, two_devices);

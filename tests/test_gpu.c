@@ -82,11 +82,11 @@ static rt_stream *test_stream;
 /* Runs k on device `dev` with the GPU backend. devp: the inputs and the current contents of the
  * outputs are staged with alloc/htod, the run gets device pointers (asynchronous, on
  * test_stream for device 0), then the test synchronizes that stream and copies back. */
-static keops_status gpu_run(keops_kernel *k, int64_t M, int64_t N, void *const *args,
-                            void *const *outs, int devp, int dev) {
+static keops_status gpu_run_ranges(keops_kernel *k, int64_t M, int64_t N, void *const *args,
+                                   void *const *outs, int devp, int dev, const keops_ranges *rg) {
   if (dry) devp = 0;
   keops_run_options o = {.size = sizeof(keops_run_options), .backend = dry ? KEOPS_BACKEND_CPU : KEOPS_BACKEND_GPU, .device_id = dev,
-                         .device_pointers = devp};
+                         .device_pointers = devp, .ranges = rg};
   if (!devp) return keops_kernel_run(k, M, N, (const void *const *)args, outs, &o);
   const fe_program *p = rt_kernel_program(k);
   int64_t rows = p->axis ? M : N;
@@ -116,6 +116,11 @@ static keops_status gpu_run(keops_kernel *k, int64_t M, int64_t N, void *const *
   cu->leave();
   if (st != KEOPS_OK) rt_fail(st, "%s", msg); /* keops_last_error() for the caller */
   return st;
+}
+
+static keops_status gpu_run(keops_kernel *k, int64_t M, int64_t N, void *const *args,
+                            void *const *outs, int devp, int dev) {
+  return gpu_run_ranges(k, M, N, args, outs, devp, dev, NULL);
 }
 
 /* The matrix runner: P on device 0 (devp: through device pointers). */
@@ -605,6 +610,120 @@ START_TEST(no_device_contract) {
 }
 END_TEST
 
+/* ---- block-sparse ranges --------------------------------------------------------------------- */
+
+/* Two layouts from keops_ranges_from_matrix, on M = 720, N = 1250 (each axis reads its side).
+ * Layout 0, clusters of rows i (M) and j (N) with gaps between them (rows in no block), empty
+ * clusters (empty blocks, empty j-ranges), clusters adjacent to each other (merged j-ranges),
+ * blocks of fewer and of more rows than a CUDA block (256 or 512), a block whose ranges are
+ * all empty and one that keeps none:
+ *   i: [0,3) [3,3) [8,560) [560,575) [575,590) [600,700)      (gaps 3..8, 590..600, 700..720)
+ *   j: [0,100) [100,130) [130,130) [140,400) [400,401) [450,1200)  (gaps 130..140, 401..450,
+ *      1200..1250)
+ * Layout 1, many small clusters (5 to 16 rows) kept within a band: many CUDA blocks, each a
+ * block of the ranges with a short list (and the runtime's smallest CUDA blocks, 64 threads).
+ * Layout 2, two large blocks, so that CUDA blocks keep their dense size: i [0,700) over
+ * j [0,100); j [0,100) over i [0,700), j [100,1200) over nothing. */
+#define RG_M 720
+#define RG_N 1250
+static keops_ranges *ranges_layout(int layout) {
+  keops_ranges *r = NULL;
+  if (layout == 0) {
+    static const int64_t ci[] = {0, 3, 3, 3, 8, 560, 560, 575, 575, 590, 600, 700};
+    static const int64_t cj[] = {0, 100, 100, 130, 130, 130, 140, 400, 400, 401, 450, 1200};
+    static const unsigned char keep[36] = {1, 0, 1, 0, 1, 0, /* [0,3) */
+                                           1, 1, 0, 1, 0, 1, /* [3,3) */
+                                           0, 0, 0, 1, 1, 1, /* [8,560) */
+                                           0, 0, 0, 1, 0, 1, /* [560,575) */
+                                           0, 0, 0, 0, 0, 0, /* [575,590) */
+                                           1, 0, 1, 1, 1, 1};
+    ck_assert_msg(keops_ranges_from_matrix(ci, 6, cj, 6, keep, &r) == KEOPS_OK, "%s", keops_last_error());
+    return r;
+  }
+  if (layout == 2) {
+    static const int64_t ci[] = {0, 700}, cj[] = {0, 100, 100, 1200};
+    static const unsigned char keep[2] = {1, 0};
+    ck_assert_msg(keops_ranges_from_matrix(ci, 1, cj, 2, keep, &r) == KEOPS_OK, "%s", keops_last_error());
+    return r;
+  }
+  int64_t ci[2 * RG_M], cj[2 * RG_N], nci = 0, ncj = 0;
+  tu_rng g = tu_seed(4242);
+  for (int side = 0; side < 2; side++) {
+    int64_t n = side ? RG_N - 30 : RG_M - 20, at = 0, *c = side ? cj : ci, *nc = side ? &ncj : &nci;
+    while (at < n) { /* a gap of 0 to 3 rows now and then */
+      int64_t len = 5 + (int64_t)tu_uniform(&g, 0, 12), gap = tu_uniform(&g, 0, 1) < 0.3 ? (int64_t)tu_uniform(&g, 0, 4) : 0;
+      at += gap;
+      int64_t e = at + len < n ? at + len : n;
+      c[2 * *nc] = at, c[2 * *nc + 1] = e, (*nc)++, at = e;
+    }
+  }
+  unsigned char *keep = malloc((size_t)(nci * ncj));
+  for (int64_t a = 0; a < nci; a++)
+    for (int64_t b = 0; b < ncj; b++) { /* a band, with holes */
+      int64_t d = b * nci / ncj - a;
+      keep[a * ncj + b] = d >= -2 && d <= 2 && (a + b) % 5 != 0;
+    }
+  ck_assert_msg(keops_ranges_from_matrix(ci, nci, cj, ncj, keep, &r) == KEOPS_OK, "%s", keops_last_error());
+  free(keep);
+  return r;
+}
+
+/* Does output row r of P reduce over index t under rg? */
+static int in_ranges(const prob *P, const keops_ranges *rg, int64_t r, int64_t t) {
+  int ax = P->p->axis;
+  const int64_t *rows = ax ? rg->ranges_i : rg->ranges_j, *sl = ax ? rg->slices_i : rg->slices_j,
+                *red = ax ? rg->redranges_j : rg->redranges_i;
+  int64_t nb = ax ? rg->n_ranges_i : rg->n_ranges_j;
+  for (int64_t b = 0; b < nb; b++)
+    if (r >= rows[2 * b] && r < rows[2 * b + 1])
+      for (int64_t q = b ? sl[b - 1] : 0; q < sl[b]; q++)
+        if (t >= red[2 * q] && t < red[2 * q + 1]) return 1;
+  return 0;
+}
+
+/* _i = reduction * 4 + axis * 2 + dtype: the three layouts, on host arrays or through device
+ * pointers (alternating with _i and the layout), against the reference with the same ranges: the
+ * matrix's tolerances (whose sum|F| over every pair bounds the one over the ranges), and every
+ * index the GPU gives is one of the row's ranges. */
+START_TEST(block_sparse_ranges) {
+  static const struct {
+    const char *red, *formula;
+    int k;
+  } reds[] = {{"Sum", "Exp(-SqDist(x,y))*b", 0}, {"Min_ArgMin", "SqDist(x,y)", 0},
+              {"ArgKMin", "SqDist(x,y)+b", 3}, {"LogSumExp", "-SqDist(x,y)", 0}};
+  static const char *const al[] = {"x = Vi(3)", "y = Vj(3)", "b = Vj(1)"};
+  int axis = (_i / 2) % 2;
+  keops_kernel_desc d = {.size = sizeof(keops_kernel_desc), .formula = reds[_i / 4].formula, .aliases = al,
+                         .n_aliases = 3, .reduction = reds[_i / 4].red, .axis = tu_axis(axis),
+                         .k = reds[_i / 4].k, .dtype = mx_dtype_of(_i % 2)};
+  keops_kernel *k = make(&d);
+  for (int layout = 0; layout < 3; layout++) {
+    int devp = (layout + _i) % 2;
+    keops_ranges *rg = ranges_layout(layout);
+    prob P;
+    mx_prob_init(&P, k, RG_M, RG_N, NULL, 0, NULL, 900 + (uint64_t)_i);
+    snprintf(P.what, sizeof P.what, "ranges layout %d: %s axis %d %s%s", layout, d.reduction, axis,
+             mx_dtype_name(d.dtype), devp ? " (device pointers)" : "");
+    keops_status st = gpu_run_ranges(k, RG_M, RG_N, P.arr, P.out[0], devp, 0, rg);
+    ck_assert_msg(st == KEOPS_OK, "%s: GPU run: %s", P.what, keops_last_error());
+    keops_run_options o = {.size = sizeof(keops_run_options), .backend = KEOPS_BACKEND_REFERENCE, .ranges = rg};
+    st = keops_kernel_run(k, RG_M, RG_N, (const void *const *)P.arr, P.out[1], &o);
+    ck_assert_msg(st == KEOPS_OK, "%s: reference run: %s", P.what, keops_last_error());
+    mx_check_outputs(&P);
+    int io = P.p->nout - 1;
+    if (P.p->red->outputs & RO_IDX)
+      for (int64_t q = 0; q < P.rows * P.p->out_dim[io]; q++) {
+        int64_t t = ((int64_t *)P.out[0][io])[q], r = q / P.p->out_dim[io];
+        ck_assert_msg(t == -1 || in_ranges(&P, rg, r, t), "%s: row %lld: index %lld is in none of its ranges",
+                      P.what, (long long)r, (long long)t);
+      }
+    mx_prob_free(&P);
+    keops_ranges_destroy(rg);
+  }
+  keops_kernel_destroy(k);
+}
+END_TEST
+
 /* One pass of the suite on the devices of a context whose KEOPS_GPU is impl. Returns the
  * failures; *checks gets the number of checks run on a device. */
 static int run_pass(const char *impl, int *checks) {
@@ -660,6 +779,7 @@ static int run_pass(const char *impl, int *checks) {
     tcase_add_test(ed, float32_denormals);
     tcase_add_test(ed, float32_exp_bounds);
     tcase_add_loop_test(ed, zero_formula_device_pointers, 0, 4);
+    tcase_add_loop_test(ed, block_sparse_ranges, 0, 16);
     suite_add_tcase(s, ed);
   }
   SRunner *r = srunner_create(s);
