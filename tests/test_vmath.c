@@ -556,8 +556,9 @@ static void check_binades(const jit *J, const target *tg, int tf, int td, double
         J->k[fn][tf](xf, xf, of, np);
         for (uint32_t i = 0; i < n; i++) {
           double e = ulp_err_f32(ref_exh_f32(fn, xf[i]), of[i]);
-          ck_assert_msg(e <= bound(fn, 0), "[%s] %s f32 x=%a: got %a, %.3g ulp", tg->name, ROW[fn].name,
-                        (double)xf[i], (double)of[i], e);
+          if (!(e <= bound(fn, 0))) /* ck_assert_msg would message the parent per point */
+            ck_abort_msg("[%s] %s f32 x=%a: got %a, %.3g ulp", tg->name, ROW[fn].name, (double)xf[i],
+                         (double)of[i], e);
           if (g == 0 && e > w[fn][0]) w[fn][0] = e; /* [1, 4): the estimate forms */
         }
       }
@@ -570,8 +571,8 @@ static void check_binades(const jit *J, const target *tg, int tf, int td, double
         J->k[fn][td](xd, xd, od, n);
         for (int i = 0; i < n; i++) {
           double e = ulp_err(ref_exh(fn, xd[i]), od[i], 1);
-          ck_assert_msg(e <= bound(fn, 1), "[%s] %s f64 x=%a: got %a, %.3g ulp", tg->name, ROW[fn].name,
-                        xd[i], od[i], e);
+          if (!(e <= bound(fn, 1)))
+            ck_abort_msg("[%s] %s f64 x=%a: got %a, %.3g ulp", tg->name, ROW[fn].name, xd[i], od[i], e);
           if (e > w[fn][1]) w[fn][1] = e;
         }
       }
