@@ -373,10 +373,11 @@ static int lower_exp_mul(lw *L, const dag_node *n, int u, int vec, LLVMValueRef 
  * k = -3, the n-body force, is vmath's rsqrt3: the same operations, except float64 vectors
  * on AVX-512, where it is vrsqrt14pd and a series (vrecip.c, 0.5 ulp). keops-bench
  * --case=nbody on 2 Zen 4 cores (AVX-512), ratio to the -O3 -ffast-math loop, several runs
- * on a loaded machine: float64 0.77-0.86x before, 1.05-1.22x with the estimate, 1.16-1.28x
+ * on a loaded machine: float64 0.77-0.91x before, 1.05-1.22x with the estimate, 1.09-1.28x
  * adding lower_scalar_mult and lower_square_sub (two multiplications and three subtractions
- * fewer per vector of pairs); float32 1.7-1.8x both (its estimate form measured 1.5x: kept
- * exact, see vrecip.c). */
+ * fewer per vector of pairs), short of the issue's 1.3x: the series costs ten FMA-pipe
+ * operations where Zen 4's divider takes sqrt and division at about 6; float32 1.5-1.8x
+ * before and after (its estimate form measured 1.5x: kept exact, see vrecip.c). */
 #define POW_HALF_MAX 15
 static int lower_half_pow(lw *L, const dag_node *n, int u, int vec, LLVMValueRef *out) {
   int64_t k, q;
