@@ -126,14 +126,9 @@ static LLVMValueRef lw_ew(lw *L, int op, LLVMValueRef x, LLVMValueRef y, LLVMVal
   case OP_Add: return C_FAdd(x, y, "");
   case OP_Subtract: return C_FSub(x, y, "");
   case OP_Mult: return C_FMul(x, y, "");
-  case OP_Divide: return LLVMBuildFDiv(B, x, y, "");
   case OP_Minus: return LLVMBuildFNeg(B, x, "");
-  case OP_Inv: return LLVMBuildFDiv(B, one, x, "");
   case OP_Square: return C_FMul(x, x, "");
   case OP_Pow: return ipow(L, x, p[0], vec);
-  case OP_Rsqrt:
-    return lw_select_cmp(L, LLVMRealOEQ, x, zero, zero,
-                         LLVMBuildFDiv(B, one, vm1(L, VM_SQRT, x), ""));
   case OP_Abs: return lw_intrinsic(L, "llvm.fabs", &x, 1);
   case OP_Sign:
     return lw_select_cmp(L, LLVMRealOGT, x, zero, one,
@@ -366,14 +361,23 @@ static int lower_exp_mul(lw *L, const dag_node *n, int u, int vec, LLVMValueRef 
 }
 
 /* Powf(x, k/2), k odd and |k| <= POW_HALF_MAX (the simplifier made integer exponents Pow):
- * x^m sqrt(x), or for k < 0 (1/x)^m / sqrt(x), with m = (|k| - 1) / 2: correctly rounded
- * operations instead of pow's log and exp (x**-1.5 ran 7x slower as pow). Each rounding
- * adds at most half an ulp, and that of 1/x is raised to the m-th power: 1 ulp for 3/2, 1.5
- * for -3/2, within (m + 2) ulp up to |k| = 15 (the tests' bound; about 7.5 for -15/2),
- * against pow's 2; no intermediate is further from 1 than the result, so none under- or
- * overflows early. x + 0 turns -0 into +0 (pow(-0, -1/2) is +inf where 1/sqrt(-0) is -inf), and -inf
- * reads as +inf (pow(-inf, y) is pow(+inf, y) for y not an odd integer); other negative x
- * give NaN through sqrt, as pow does for a non-integer exponent. */
+ * x^m sqrt(x), or for k < 0 (1/x)^m / sqrt(x), with m = (|k| - 1) / 2: IEEE operations
+ * instead of pow's log and exp (x**-1.5 ran 7x slower as pow). Each rounding adds up to
+ * half an ulp relative to its own result, and that of 1/x is raised to the m-th power:
+ * 2.04 ulp measured for -3/2 in float32 (tests/test_vmath.c, every float of [1, 4)), within
+ * (m + 2) ulp up to |k| = 15 (the tests' bound), against pow's 2; no intermediate is further
+ * from 1 than the result, so none under- or overflows early. x + 0 turns -0 into +0
+ * (pow(-0, -1/2) is +inf where 1/sqrt(-0) is -inf), and -inf reads as +inf (pow(-inf, y) is
+ * pow(+inf, y) for y not an odd integer); other negative x give NaN through sqrt, as pow does
+ * for a non-integer exponent.
+ * k = -3, the n-body force, is vmath's rsqrt3: the same operations, except float64 vectors
+ * on AVX-512, where it is vrsqrt14pd and a series (vrecip.c, 0.5 ulp). keops-bench
+ * --case=nbody on 2 Zen 4 cores (AVX-512), ratio to the -O3 -ffast-math loop, several runs
+ * on a loaded machine: float64 0.77-0.91x before, 1.05-1.22x with the estimate, 1.09-1.28x
+ * adding lower_scalar_mult and lower_square_sub (two multiplications and three subtractions
+ * fewer per vector of pairs), short of the issue's 1.3x: the series costs ten FMA-pipe
+ * operations where Zen 4's divider takes sqrt and division at about 6; float32 1.5-1.8x
+ * before and after (its estimate form measured 1.5x: kept exact, see vrecip.c). */
 #define POW_HALF_MAX 15
 static int lower_half_pow(lw *L, const dag_node *n, int u, int vec, LLVMValueRef *out) {
   int64_t k, q;
@@ -382,12 +386,64 @@ static int lower_half_pow(lw *L, const dag_node *n, int u, int vec, LLVMValueRef
   int dx = dag_get(L->d, n->k[0])->dim;
   LLVMValueRef one = lw_const(L, 1, vec);
   for (int c = 0; x && c < n->dim; c++) {
+    if (k == -3) { /* vmath's rsqrt3: the same operations, or an estimate (vrecip.c) */
+      out[c] = vm1(L, VM_RSQRT3, x[dx == 1 ? 0 : c]);
+      continue;
+    }
     LLVMValueRef a = LLVMBuildFAdd(B, x[dx == 1 ? 0 : c], lw_const(L, 0, vec), "");
     a = lw_select_cmp(L, LLVMRealOEQ, a, lw_const(L, -INFINITY, vec), lw_const(L, INFINITY, vec), a);
     LLVMValueRef s = vm1(L, VM_SQRT, a), m = ipow(L, k < 0 ? LLVMBuildFDiv(B, one, a, "") : a, ((k < 0 ? -k : k) - 1) / 2, vec);
     out[c] = k < 0 ? LLVMBuildFDiv(B, m, s, "") : LLVMBuildFMul(B, m, s, "");
   }
   return x != NULL;
+}
+
+/* Nodes of this kernel (below root) that have `id` as a child. */
+static int consumers(lw *L, uint32_t id) {
+  int c = 0;
+  for (uint32_t p = id + 1; p <= L->root; p++) {
+    const dag_node *n = dag_get(L->d, p);
+    for (int k = 0; L->level[p] != 0xff && k < n->nk; k++) c += n->k[k] == id;
+  }
+  return c;
+}
+
+/* s * (t * V) or (t * V) * s, s and t of dim 1, V of dim D > 1, the product t * V used
+ * nowhere else: (s * t) * V, one multiplication and D instead of 2D (the simplifier keeps
+ * the user's order; n-body's m*(y-x)*(r2+e)**-1.5 is the case). Returns 0 where it does not
+ * apply. */
+static int lower_scalar_mult(lw *L, const dag_node *n, int u, int vec, LLVMValueRef *out) {
+  if (n->dim < 2) return 0;
+  int h = dag_get(L->d, n->k[0])->dim == 1 ? 0 : 1;
+  const dag_node *p = dag_get(L->d, n->k[1 - h]);
+  if (dag_get(L->d, n->k[h])->dim != 1 || p->op != OP_Mult || p->dim != n->dim) return 0;
+  int g = dag_get(L->d, p->k[0])->dim == 1 ? 0 : 1;
+  if (dag_get(L->d, p->k[g])->dim != 1 || dag_get(L->d, p->k[1 - g])->dim != n->dim ||
+      consumers(L, n->k[1 - h]) != 1)
+    return 0;
+  LLVMValueRef *s = value(L, n->k[h], u, vec), *t = value(L, p->k[g], u, vec), *V = value(L, p->k[1 - g], u, vec);
+  if (!s || !t || !V) return 0;
+  LLVMValueRef st = C_FMul(s[0], t[0], "");
+  for (int q = 0; q < n->dim; q++) out[q] = C_FMul(st, V[q], "");
+  return 1;
+}
+
+/* Square(a - b) where the kernel also computes b - a: the same value squared (round to
+ * nearest is symmetric, so |a - b| and |b - a| are equal), three subtractions fewer in
+ * SqDist(x,y) next to y - x. Returns 0 where it does not apply. */
+static int lower_square_sub(lw *L, const dag_node *n, int u, int vec, LLVMValueRef *out) {
+  const dag_node *a = dag_get(L->d, n->k[0]);
+  if (a->op != OP_Subtract) return 0;
+  for (uint32_t p = 1; p <= L->root; p++) {
+    const dag_node *b = dag_get(L->d, p);
+    if (L->level[p] == 0xff || b->op != OP_Subtract || b->k[0] != a->k[1] || b->k[1] != a->k[0] ||
+        b->dim != a->dim || p == n->k[0])
+      continue;
+    LLVMValueRef *v = value(L, p, u, vec);
+    for (int q = 0; v && q < n->dim; q++) out[q] = C_FMul(v[q], v[q], "");
+    return v != NULL;
+  }
+  return 0;
 }
 
 static LLVMValueRef *value(lw *L, uint32_t id, int u, int vec) {
@@ -410,6 +466,8 @@ static LLVMValueRef *value(lw *L, uint32_t id, int u, int vec) {
     leaf(L, id, n, dag_params(L->d, id), out, u, vec);
   } else if (n->op == OP_Exp && lower_exp_mul(L, n, u, vec, out)) {
   } else if (n->op == OP_Powf && lower_half_pow(L, n, u, vec, out)) {
+  } else if (n->op == OP_Mult && lower_scalar_mult(L, n, u, vec, out)) {
+  } else if (n->op == OP_Square && lower_square_sub(L, n, u, vec, out)) {
   } else {
     LLVMValueRef *k[DAG_MAX_KIDS] = {0};
     int kd[DAG_MAX_KIDS] = {0};

@@ -18,6 +18,7 @@
 #include "vmath.h"
 
 #include "llvm_compat.h"
+#include "vrecip.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -208,7 +209,8 @@ static const cset EXP_P = CSET(EXP_F, EXP_D);
 /* The target's shortcuts travel with the module as flags (one per shortcut, present when
  * allowed), so that vm_call needs no target argument and every function of a module agrees. */
 static const char *const MATH_FLAGS[] = {"keops.math.scalef", "keops.math.ex2_approx",
-                                         "keops.math.ex2_model", "keops.math.fast"};
+                                         "keops.math.ex2_model", "keops.math.fast",
+                                         "keops.math.rcp14", "keops.math.rcp12"};
 
 void vm_set_math(LLVMModuleRef m, unsigned flags) {
   LLVMValueRef one = LLVMConstInt(LLVMInt32TypeInContext(LLVMGetModuleContext(m)), 1, 0);
@@ -950,6 +952,12 @@ LLVMValueRef vm_exp_mul(LLVMModuleRef mod, LLVMBuilderRef b, LLVMValueRef c, LLV
 static LLVMValueRef exp_fn(const vm *v, LLVMValueRef x) {
   LLVMValueRef fast = exp_gpu_f32(v, x);
   return fast ? fast : exp_core(v, x, NULL);
+}
+
+/* rsqrt, recip, div, rsqrt3: vrecip.c, with the estimates the module's target allows */
+static LLVMValueRef recip_fn(const vm *v, vr_op op, LLVMValueRef x, LLVMValueRef y) {
+  unsigned est = (has_math(v, VM_MATH_RCP14) ? VR_EST14 : 0) | (has_math(v, VM_MATH_RCP12) ? VR_EST12 : 0);
+  return vr_emit(v->mod, v->b, op, x, y, est);
 }
 
 static LLVMValueRef build_body(const vm *v, vm_fn fn, LLVMValueRef x, LLVMValueRef y) {

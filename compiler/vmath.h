@@ -38,8 +38,12 @@ const uint64_t *vm_two_over_pi(unsigned *nwords);
  *                       libm's exp2f with its result flushed to zero below 2^-126 (exp2f is
  *                       within 1 ulp, the hardware 2: tests must allow the hardware's bound). */
 /*   VM_MATH_FAST        with EX2_APPROX: exp is ex2.approx(x log2(e)) alone (CUDA's __expf,
- *                       2 + 1.17 |x| ulp), for keops_kernel_desc.fast_math. */
-enum { VM_MATH_SCALEF = 1, VM_MATH_EX2_APPROX = 2, VM_MATH_EX2_MODEL = 4, VM_MATH_FAST = 8 };
+ *                       2 + 1.17 |x| ulp), for keops_kernel_desc.fast_math.
+ *   VM_MATH_RCP14       AVX-512's vrsqrt14/vrcp14 estimates for rsqrt, recip, div, rsqrt3
+ *                       on 512-bit vectors (vrecip.c; within 2 ulp);
+ *   VM_MATH_RCP12       AVX's vrsqrtps/vrcpps for the same on <8 x float>. */
+enum { VM_MATH_SCALEF = 1, VM_MATH_EX2_APPROX = 2, VM_MATH_EX2_MODEL = 4, VM_MATH_FAST = 8,
+       VM_MATH_RCP14 = 16, VM_MATH_RCP12 = 32 };
 void vm_set_math(LLVMModuleRef m, unsigned flags);
 
 /* exp(c * x) for float scalars where the module's target has VM_MATH_EX2_APPROX, else NULL

@@ -43,10 +43,10 @@ static void attrs(LLVMModuleRef m, const kt_target *t, const fe_program *p) {
   .u = 2, .pipeline = PIPELINE, .reloc = LLVMRelocPIC, .code_model = LLVMCodeModelJITDefault,       \
   .build = cpu_build, .attrs = attrs
 
-const kt_isa kt_avx512 = {.name = "avx512", .w32 = 16, .w64 = 8, .math = VM_MATH_SCALEF,
+const kt_isa kt_avx512 = {.name = "avx512", .w32 = 16, .w64 = 8, .math = VM_MATH_SCALEF | VM_MATH_RCP14,
                           .runs_on = runs_avx512, X86_COMMON};
 /* Forced, AVX2 is what an AVX2 machine without AVX-512 runs, whatever the host. */
-const kt_isa kt_avx2 = {.name = "avx2", .w32 = 8, .w64 = 4, .runs_on = runs_avx2,
+const kt_isa kt_avx2 = {.name = "avx2", .w32 = 8, .w64 = 4, .math = VM_MATH_RCP12, .runs_on = runs_avx2,
                         .cpu = "haswell", .features = "", X86_COMMON};
 const kt_isa kt_generic = {.name = "generic", .w32 = 1, .w64 = 1, .runs_on = runs_generic,
                            .cpu = "x86-64", .features = "", X86_COMMON};

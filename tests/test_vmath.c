@@ -112,6 +112,7 @@ typedef void (*kernel)(const void *x, const void *y, void *out, int64_t n);
 
 typedef struct jit {
   LLVMOrcLLJITRef j;
+  char features[4096]; /* the target's LLVM features */
   kernel k[VM_COUNT][NTYPES];
 } jit;
 
@@ -185,6 +186,7 @@ static void jit_open(jit *J, const target *tg) {
   LLVMInitializeNativeAsmPrinter();
   char *hcpu = LLVMGetHostCPUName(), *hfeat = LLVMGetHostCPUFeatures();
   const char *cpu = tg->cpu ? tg->cpu : hcpu, *feat = tg->cpu ? tg->features : hfeat;
+  snprintf(J->features, sizeof J->features, "%s", feat);
   char *triple = LLVMGetDefaultTargetTriple();
   LLVMOrcLLJITBuilderRef jb = LLVMOrcCreateLLJITBuilder();
   LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(
@@ -203,8 +205,10 @@ static void jit_open(jit *J, const target *tg) {
   LLVMContextRef C = LLVMOrcThreadSafeContextGetContext(tsc);
 #endif
   LLVMModuleRef m = LLVMModuleCreateWithNameInContext("vmath_test", C);
-  /* as the avx512 target does (x86.c): 512-bit vectors take the vscalef path */
-  if (strstr(feat, "+avx512f")) vm_set_math(m, VM_MATH_SCALEF);
+  /* as the x86 targets do (x86.c): 512-bit vectors take the vscalef path, and the
+   * estimates of rsqrt, recip, div and rsqrt3 (AVX-512's, or AVX's for <8 x float>) */
+  if (strstr(feat, "+avx512f")) vm_set_math(m, VM_MATH_SCALEF | VM_MATH_RCP14);
+  else if ((strstr(feat, "+avx2") && strstr(feat, "+fma")) || (tg->cpu && !strcmp(tg->cpu, "haswell"))) vm_set_math(m, VM_MATH_RCP12);
   LLVMTargetMachineRef tm = make_tm(triple, cpu, feat);
   LLVMSetTarget(m, triple);
   LLVMTargetDataRef dl = LLVMCreateTargetDataLayout(tm);
@@ -504,6 +508,79 @@ static void check_trig_anchors(const jit *J) {
   }
 }
 
+/* rsqrt, recip and rsqrt3 on every float32 of [1, 4) (every mantissa, at both exponent
+ * parities for the square roots) and every 61st positive denormal, and 2^18 random float64
+ * of [1, 4) plus 2^12 of each of 40 binades across the range, through the widest vector kernels
+ * of the target, which take the estimate forms where it has them (vrecip.c); references in
+ * double (float32) and long double (float64). Checked against vmath.def's bounds; the
+ * worst go to w[fn][dbl]. */
+static long double ref_exh(int fn, long double x) {
+  if (fn == VM_RSQRT) return 1.0L / sqrtl(x);
+  if (fn == VM_RECIP) return 1.0L / x;
+  return 1.0L / (x * sqrtl(x)); /* rsqrt3 */
+}
+static double ref_exh_f32(int fn, float x) { /* within 2^-51, 2^-27 float32 ulps */
+  double d = x;
+  return fn == VM_RSQRT ? 1.0 / sqrt(d) : fn == VM_RECIP ? 1.0 / d : 1.0 / (d * sqrt(d));
+}
+/* ulp_err for a finite nonzero float32 result of a finite nonzero reference, by bits (the
+ * sweep's 2^25 points per function); other cases by ulp_err */
+static double ulp_err_f32(double ref, float got) {
+  if (!(fabs(ref) >= 0x1p-126 && fabs(ref) < 0x1p127) || !isfinite(got)) return ulp_err(ref, got, 0);
+  uint64_t b;
+  memcpy(&b, &ref, 8);
+  b &= 0x7ff0000000000000u;
+  double p2;
+  memcpy(&p2, &b, 8);
+  return fabs((double)got - ref) / (p2 * 0x1p-23);
+}
+
+static void check_binades(const jit *J, const target *tg, int tf, int td, double w[VM_COUNT][2]) {
+  static const int fns[] = {VM_RSQRT, VM_RECIP, VM_RSQRT3};
+  enum { CH = 1 << 16 };
+  float *xf = malloc(CH * sizeof *xf), *of = malloc(CH * sizeof *of);
+  double *xd = malloc(CH * sizeof *xd), *od = malloc(CH * sizeof *od);
+  for (int f = 0; f < 3; f++) {
+    int fn = fns[f];
+    /* float32: the bit patterns of [1, 4), then 1 .. 2^23 - 1 (the denormals) */
+    uint32_t ranges[2][3] = {{0x3f800000u, 0x40800000u, 1}, {1u, 0x800000u, 61}};
+    for (int g = 0; g < 2; g++)
+      for (uint32_t b = ranges[g][0]; b < ranges[g][1]; b += CH * ranges[g][2]) {
+        uint32_t st = ranges[g][2], n = (ranges[g][1] - b + st - 1) / st;
+        n = n < CH ? n : CH;
+        uint32_t np = (n + 15) / 16 * 16;
+        for (uint32_t i = 0; i < np; i++) {
+          uint32_t u = i < n ? b + i * st : b;
+          memcpy(&xf[i], &u, 4);
+        }
+        J->k[fn][tf](xf, xf, of, np);
+        for (uint32_t i = 0; i < n; i++) {
+          double e = ulp_err_f32(ref_exh_f32(fn, xf[i]), of[i]);
+          if (!(e <= bound(fn, 0))) /* ck_assert_msg would message the parent per point */
+            ck_abort_msg("[%s] %s f32 x=%a: got %a, %.3g ulp", tg->name, ROW[fn].name, (double)xf[i],
+                         (double)of[i], e);
+          if (g == 0 && e > w[fn][0]) w[fn][0] = e; /* [1, 4): the estimate forms */
+        }
+      }
+    tu_rng r = tu_seed(0xb1a + (uint64_t)fn);
+    for (int g = 0; g < 41; g++) {
+      int e0 = g == 40 ? 0 : -1020 + 51 * g, cnt = g == 40 ? 1 << 18 : 1 << 12;
+      for (int done = 0; done < cnt; done += CH) {
+        int n = cnt - done < CH ? cnt - done : CH;
+        for (int i = 0; i < n; i++) xd[i] = ldexp(tu_uniform(&r, 1, 4), e0);
+        J->k[fn][td](xd, xd, od, n);
+        for (int i = 0; i < n; i++) {
+          double e = ulp_err(ref_exh(fn, xd[i]), od[i], 1);
+          if (!(e <= bound(fn, 1)))
+            ck_abort_msg("[%s] %s f64 x=%a: got %a, %.3g ulp", tg->name, ROW[fn].name, xd[i], od[i], e);
+          if (e > w[fn][1]) w[fn][1] = e;
+        }
+      }
+    }
+  }
+  free(xf), free(of), free(xd), free(od);
+}
+
 /* Full sweeps with the widest vector types, shorter ones with the others. */
 static void check_target(const target *tg, int64_t nmain, int64_t nsmall, int print) {
   jit J;
@@ -539,13 +616,22 @@ static void check_target(const target *tg, int64_t nmain, int64_t nsmall, int pr
     pos += snprintf(line + pos, sizeof line - (size_t)pos, " %s %.2f/%.2f", ROW[fn].name, worst[0],
                     worst[1]);
   }
-  double hw[2][2] = {{0, 0}, {0, 0}};
+  double hw[2][2] = {{0, 0}, {0, 0}}, bw[VM_COUNT][2] = {{0}};
   check_huge_trig(&J, tg, hw);
   check_trig_anchors(&J);
+  /* the widest vectors: v16f32 / v8f64 with AVX-512, v8f32 / v4f64 otherwise */
+  int avx512 = strstr(J.features, "+avx512f") != NULL;
+  if (!tg->cpu || strcmp(tg->cpu, "x86-64")) /* the generic target has no estimates */
+    check_binades(&J, tg, avx512 ? 2 : 1, avx512 ? 5 : 4, bw);
   if (print)
     printf(
         "%s (f32/f64)\nvmath max ulp, huge arguments [%s]: sin %.2f/%.2f cos %.2f/%.2f (f32/f64)\n",
         line, tg->name, hw[0][0], hw[0][1], hw[1][0], hw[1][1]);
+  if (bw[VM_RECIP][1] > 0)
+    printf("vmath max ulp, every float32 of [1,4), sampled float64 binades [%s]: rsqrt %.3f/%.3f "
+           "recip %.3f/%.3f rsqrt3 %.3f/%.3f (f32/f64)\n",
+           tg->name, bw[VM_RSQRT][0], bw[VM_RSQRT][1], bw[VM_RECIP][0], bw[VM_RECIP][1],
+           bw[VM_RSQRT3][0], bw[VM_RSQRT3][1]);
   LLVMOrcDisposeLLJIT(J.j);
 }
 
