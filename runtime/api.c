@@ -317,18 +317,14 @@ static keops_status run_one(keops_kernel *k, int64_t M, int64_t N, const void *c
 
 /* Each batch element is a run of its own on offset pointers (also device pointers, which
  * are addresses too): an input's batch strides skip its broadcast (extent 1) dimensions. */
-static keops_status run_batch(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
-                              void *const *outs, const keops_run_options *o, keops_backend be,
-                              const fe_ranges *rg) {
-  const fe_program *p = k->prog;
-  const keops_batch *b = o->batch;
+keops_status rt_batch_shape(const fe_program *p, const keops_batch *b, int64_t *B, int64_t *total_out) {
   int nd = b->ndim, n = p->args.n;
   if (nd < 1 || nd > KEOPS_MAX_BATCH_DIMS)
     return rt_fail(KEOPS_ERROR_ARGUMENT, "keops_kernel_run: batch->ndim = %d is not in [1, %d]",
                    nd, KEOPS_MAX_BATCH_DIMS);
   if (!b->extents && n > 0)
     return rt_fail(KEOPS_ERROR_ARGUMENT, "keops_kernel_run: batch->extents is NULL");
-  int64_t B[KEOPS_MAX_BATCH_DIMS], total = 1;
+  int64_t total = 1;
   int from[KEOPS_MAX_BATCH_DIMS];
   for (int d = 0; d < nd; d++) {
     B[d] = 1, from[d] = -1;
@@ -348,6 +344,19 @@ static keops_status run_batch(keops_kernel *k, int64_t M, int64_t N, const void 
       return rt_fail(KEOPS_ERROR_ARGUMENT, "keops_kernel_run: the batch has too many elements");
     total *= B[d];
   }
+  *total_out = total;
+  return KEOPS_OK;
+}
+
+static keops_status run_batch(keops_kernel *k, int64_t M, int64_t N, const void *const *args,
+                              void *const *outs, const keops_run_options *o, keops_backend be,
+                              const fe_ranges *rg) {
+  const fe_program *p = k->prog;
+  const keops_batch *b = o->batch;
+  int nd = b->ndim, n = p->args.n;
+  int64_t B[KEOPS_MAX_BATCH_DIMS], total;
+  keops_status bs = rt_batch_shape(p, b, B, &total);
+  if (bs) return bs;
   /* byte strides: in[a][d] per index of dimension d of input a (0 where it broadcasts) */
   int64_t in[FE_MAX_ARGS][KEOPS_MAX_BATCH_DIMS], ostride[2], orows = keops_kernel_output_rows(k, M, N);
   for (int a = 0; a < n; a++) {

@@ -84,6 +84,10 @@ keops_status rt_run_cpu(keops_kernel *k, int64_t M, int64_t N, const void *const
 keops_status rt_copy_sized(const void *in, void *out, size_t ours, const char *who,
                            const char *name, const char *type);
 
+/* api.c: the broadcast extents B[0..b->ndim) of batch b for p's inputs and their product
+ * *total; every extent checked (each the batch's or 1), rt_fail naming the first bad one. */
+keops_status rt_batch_shape(const fe_program *p, const keops_batch *b, int64_t *B, int64_t *total);
+
 /* ranges.c: checks every entry of r for a run of p on M x N (rt_fail naming the first bad
  * one) and gives the arrays of p's axis in *out, which points into r. */
 keops_status rt_ranges_read(const fe_program *p, const keops_ranges *r, int64_t M, int64_t N,

@@ -129,25 +129,14 @@ static keops_status batch_elements(const fe_program *p, int var, const keops_run
   *elements = 1;
   if (!run || run->size < sizeof(keops_run_options) || !run->batch) return KEOPS_OK;
   const keops_batch *b = run->batch;
-  if (b->ndim < 1 || b->ndim > KEOPS_MAX_BATCH_DIMS || !b->extents)
-    return KEOPS_OK; /* the first product reports it */
-  for (int d = 0; d < b->ndim; d++) {
-    int64_t B = 1;
-    for (int a = 0; a < p->args.n; a++) {
-      int64_t e = b->extents[a * b->ndim + d];
-      if (!p->args.dim[a]) continue;
-      if (e < 1 || e > ((int64_t)1 << 40))
-        return rt_fail(KEOPS_ERROR_DIMENSION, WHO ": batch extent %lld of input %d", (long long)e, a);
-      B = e > B ? e : B;
-    }
-    if (b->extents[var * b->ndim + d] != B)
+  int64_t B[KEOPS_MAX_BATCH_DIMS];
+  keops_status st = rt_batch_shape(p, b, B, elements);
+  if (st) return st;
+  for (int d = 0; d < b->ndim; d++)
+    if (b->extents[var * b->ndim + d] != B[d])
       return rt_fail(KEOPS_ERROR_DIMENSION, WHO ": the unknown (input %d) has batch extent %lld "
                      "in dimension %d, the batch %lld: K is not square", var,
-                     (long long)b->extents[var * b->ndim + d], d, (long long)B);
-    if (B > ((int64_t)1 << 40) / *elements)
-      return rt_fail(KEOPS_ERROR_ARGUMENT, WHO ": the batch has too many elements");
-    *elements *= B;
-  }
+                     (long long)b->extents[var * b->ndim + d], d, (long long)B[d]);
   return KEOPS_OK;
 }
 
