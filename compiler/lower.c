@@ -370,14 +370,14 @@ static int lower_exp_mul(lw *L, const dag_node *n, int u, int vec, LLVMValueRef 
  * (pow(-0, -1/2) is +inf where 1/sqrt(-0) is -inf), and -inf reads as +inf (pow(-inf, y) is
  * pow(+inf, y) for y not an odd integer); other negative x give NaN through sqrt, as pow does
  * for a non-integer exponent.
- * k = -3, the n-body force, is vmath's rsqrt3: the same operations, except float64 vectors
- * on AVX-512, where it is vrsqrt14pd and a series (vrecip.c, 0.5 ulp). keops-bench
- * --case=nbody on 2 Zen 4 cores (AVX-512), ratio to the -O3 -ffast-math loop, several runs
- * on a loaded machine: float64 0.77-0.91x before, 1.05-1.22x with the estimate, 1.09-1.28x
- * adding lower_scalar_mult and lower_square_sub (two multiplications and three subtractions
- * fewer per vector of pairs), short of the issue's 1.3x: the series costs ten FMA-pipe
- * operations where Zen 4's divider takes sqrt and division at about 6; float32 1.5-1.8x
- * before and after (its estimate form measured 1.5x: kept exact, see vrecip.c). */
+ * k = -3, the n-body force, is vmath's rsqrt3 on even unrolled vectors and rsqrt3d on odd
+ * ones: on CPU vectors the first is an estimate and a series on the FMA pipes (float64 with
+ * AVX-512, vrecip.c) or sqrt and two divisions, the second sqrt and one division, so the
+ * divider works beside the FMA pipes instead of one of them idling. keops-bench --case=nbody
+ * on 2 Zen 4 cores (AVX-512), ratio to the -O3 -ffast-math loop, several runs on a loaded
+ * machine: float64 0.77-0.91x with sqrt and two divisions, 1.09-1.28x with the estimate on
+ * every vector, 1.32-1.40x alternating (1:3 over 4 vectors measured 5-8% faster still, but
+ * 4 vectors per row block cost 5-14% elsewhere); float32 1.5-1.8x before, 1.8x alternating. */
 #define POW_HALF_MAX 15
 static int lower_half_pow(lw *L, const dag_node *n, int u, int vec, LLVMValueRef *out) {
   int64_t k, q;
@@ -386,8 +386,8 @@ static int lower_half_pow(lw *L, const dag_node *n, int u, int vec, LLVMValueRef
   int dx = dag_get(L->d, n->k[0])->dim;
   LLVMValueRef one = lw_const(L, 1, vec);
   for (int c = 0; x && c < n->dim; c++) {
-    if (k == -3) { /* vmath's rsqrt3: the same operations, or an estimate (vrecip.c) */
-      out[c] = vm1(L, VM_RSQRT3, x[dx == 1 ? 0 : c]);
+    if (k == -3) {
+      out[c] = vm1(L, u & 1 ? VM_RSQRT3D : VM_RSQRT3, x[dx == 1 ? 0 : c]);
       continue;
     }
     LLVMValueRef a = LLVMBuildFAdd(B, x[dx == 1 ? 0 : c], lw_const(L, 0, vec), "");

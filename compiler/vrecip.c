@@ -1,5 +1,5 @@
 /* Reciprocal, reciprocal square root, division and x^(-3/2) (vrecip.h), for vmath's rows
- * RSQRT, RECIP, DIV, RSQRT3.
+ * RSQRT, RECIP, DIV, RSQRT3, RSQRT3D.
  *
  * Exact form (scalars, the generic target, NVPTX, vectors without estimates): IEEE division
  * and square root, Rsqrt(+-0) = 0, and x^(-3/2) as (1/a)/sqrt(a) with a = x + 0 (-0 -> +0)
@@ -32,12 +32,21 @@
  * measures every float32 of [1, 4) (rsqrt 0.502, recip 0.500 ulp, AVX-512 and AVX2) and
  * sampled float64 binades (0.500; div 0.52 on its random sweep), against vmath.def's 2 ulp.
  *
+ * Divider form (RSQRT3D, vectors): r = 1/(x + 0), x^(-3/2) = r sqrt(r), one division, one
+ * square root, one product; special values come out as pow's without a guard (-0 -> +inf,
+ * -inf -> -0 -> +0, overflows and underflows of r are those of the result). Error: r's
+ * relative error raised to 3/2, sqrt's, then the last rounding: below 2.5 u + 0.5 ulp, so
+ * under 3 ulp; 2.29 measured on every float32 of [1, 4), 2.20 on the float64 binades.
+ * lower.c alternates it with RSQRT3 across unrolled vectors, so that the divider and the FMA
+ * pipes work at once.
+ *
  * Cost: the estimate forms take 5 (1/x, float32) to 10 (x^-3/2) FMA-unit operations plus
- * the guard's two compares, against one or three divider operations; measured in isolation
+ * the guard's integer compare, against one or three divider operations; measured in isolation
  * on Zen 4 (AVX-512, 512-bit vectors) rsqrt ran 2.5-3x faster, float64 1/x and x/y 1.3x,
  * float32 1/x about even (the divider is fast there); n-body: lower.c's lower_half_pow. */
 #include "vrecip.h"
 
+#include <stdint.h>
 #include <string.h>
 
 typedef struct vr {
@@ -85,7 +94,8 @@ static LLVMValueRef exact(const vr *v, vr_op op, LLVMValueRef x, LLVMValueRef y)
   case VR_RSQRT: return sel(v, fcmp(v, LLVMRealOEQ, x, zero), zero, fdiv(v, one, sqrt_(v, x)));
   case VR_RECIP: return fdiv(v, one, x);
   case VR_DIV: return fdiv(v, x, y);
-  case VR_RSQRT3: {
+  case VR_RSQRT3:
+  case VR_RSQRT3D: {
     LLVMValueRef a = LLVMBuildFAdd(v->b, x, zero, ""), inf = K(v, __builtin_inf());
     a = sel(v, fcmp(v, LLVMRealOEQ, a, K(v, -__builtin_inf())), inf, a);
     return fdiv(v, fdiv(v, one, a), sqrt_(v, a));
@@ -149,13 +159,29 @@ static LLVMValueRef fast(const vr *v, vr_op op, const char *name, LLVMValueRef x
     LLVMValueRef r1 = fma_(v, y0, fma_(v, ny, y0, one), y0), q0 = mul(v, x, r1);
     return fma_(v, fma_(v, ny, q0, x), r1, q0);
   }
+  case VR_RSQRT3D: { /* no estimate, no guard: r = 1/(x + 0) keeps every special value */
+    LLVMValueRef r = fdiv(v, one, LLVMBuildFAdd(v->b, x, K(v, 0.0), ""));
+    return mul(v, r, sqrt_(v, r));
+  }
   }
   return NULL;
 }
 
-/* a in [lo, hi], per lane (false for NaN) */
+/* a in [lo, hi] (0 < lo <= hi), per lane, false for NaN and negative lanes: one unsigned
+ * compare of bit patterns, which order as the positive floats do and put -0, negatives and
+ * NaNs above hi; it runs beside the FMA pipes, where two FP compares would take their slots. */
 static LLVMValueRef within(const vr *v, LLVMValueRef a, double lo, double hi) {
-  return LLVMBuildAnd(v->b, fcmp(v, LLVMRealOGE, a, K(v, lo)), fcmp(v, LLVMRealOLE, a, K(v, hi)), "");
+  LLVMTypeRef it = LLVMGetElementType(v->ity);
+  uint64_t bl, bh;
+  if (v->dbl) memcpy(&bl, &lo, 8), memcpy(&bh, &hi, 8);
+  else {
+    float fl = (float)lo, fh = (float)hi;
+    uint32_t l32, h32;
+    memcpy(&l32, &fl, 4), memcpy(&h32, &fh, 4);
+    bl = l32, bh = h32;
+  }
+  LLVMValueRef d = LLVMBuildSub(v->b, LLVMBuildBitCast(v->b, a, v->ity, ""), splat(v, LLVMConstInt(it, bl, 0)), "");
+  return LLVMBuildICmp(v->b, LLVMIntULE, d, splat(v, LLVMConstInt(it, bh - bl, 0)), "");
 }
 
 /* Every lane of the estimate form's inputs in its range (see the file's comment). */
@@ -187,8 +213,8 @@ LLVMValueRef vr_emit(LLVMModuleRef mod, LLVMBuilderRef b, vr_op op, LLVMValueRef
   v.ity = v.lanes ? LLVMVectorType(it, v.lanes) : it;
   /* float32 x^(-3/2) keeps its exact form: on Zen 4 its sqrt and two divisions beat the
    * estimate and four-term series in n-body (1.7-1.8x against 1.5x the -ffast-math loop), the
-   * divider running beside the FMA pipes; and one division fewer, 1/(x sqrt(x)), reached
-   * 2.3 ulp (the exact form: 2.04). */
+   * divider running beside the FMA pipes (and the exact form is 2.04 ulp, RSQRT3D 2.29). */
+  if (op == VR_RSQRT3D) return v.lanes ? fast(&v, op, NULL, x, y) : exact(&v, op, x, y);
   int est_ok = v.lanes && !(op == VR_RSQRT3 && !v.dbl);
   const char *name = est_ok ? estimate_name(&v, op == VR_RSQRT || op == VR_RSQRT3, est) : NULL;
   if (!name || !LLVMLookupIntrinsicID(name, strlen(name))) return exact(&v, op, x, y);

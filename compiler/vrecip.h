@@ -12,6 +12,7 @@ typedef enum vr_op {
   VR_RECIP,  /* 1/x */
   VR_DIV,    /* x/y */
   VR_RSQRT3, /* x^(-3/2) with pow's special cases: +inf at +-0, +0 at -inf, NaN below 0 */
+  VR_RSQRT3D, /* the same, its vector form on the divider: 1/(x sqrt(x)) (see vrecip.c) */
 } vr_op;
 
 /* Estimate instructions a caller allows (vmath.c passes the module's VM_MATH_* shortcuts). */

@@ -508,7 +508,7 @@ static void check_trig_anchors(const jit *J) {
   }
 }
 
-/* rsqrt, recip and rsqrt3 on every float32 of [1, 4) (every mantissa, at both exponent
+/* rsqrt, recip, rsqrt3 and rsqrt3d on every float32 of [1, 4) (every mantissa, at both exponent
  * parities for the square roots) and every 61st positive denormal, and 2^18 random float64
  * of [1, 4) plus 2^12 of each of 40 binades across the range, through the widest vector kernels
  * of the target, which take the estimate forms where it has them (vrecip.c); references in
@@ -517,7 +517,7 @@ static void check_trig_anchors(const jit *J) {
 static long double ref_exh(int fn, long double x) {
   if (fn == VM_RSQRT) return 1.0L / sqrtl(x);
   if (fn == VM_RECIP) return 1.0L / x;
-  return 1.0L / (x * sqrtl(x)); /* rsqrt3 */
+  return 1.0L / (x * sqrtl(x)); /* rsqrt3, rsqrt3d */
 }
 static double ref_exh_f32(int fn, float x) { /* within 2^-51, 2^-27 float32 ulps */
   double d = x;
@@ -536,11 +536,11 @@ static double ulp_err_f32(double ref, float got) {
 }
 
 static void check_binades(const jit *J, const target *tg, int tf, int td, double w[VM_COUNT][2]) {
-  static const int fns[] = {VM_RSQRT, VM_RECIP, VM_RSQRT3};
+  static const int fns[] = {VM_RSQRT, VM_RECIP, VM_RSQRT3, VM_RSQRT3D};
   enum { CH = 1 << 16 };
   float *xf = malloc(CH * sizeof *xf), *of = malloc(CH * sizeof *of);
   double *xd = malloc(CH * sizeof *xd), *od = malloc(CH * sizeof *od);
-  for (int f = 0; f < 3; f++) {
+  for (int f = 0; f < 4; f++) {
     int fn = fns[f];
     /* float32: the bit patterns of [1, 4), then 1 .. 2^23 - 1 (the denormals) */
     uint32_t ranges[2][3] = {{0x3f800000u, 0x40800000u, 1}, {1u, 0x800000u, 61}};
@@ -629,9 +629,9 @@ static void check_target(const target *tg, int64_t nmain, int64_t nsmall, int pr
         line, tg->name, hw[0][0], hw[0][1], hw[1][0], hw[1][1]);
   if (bw[VM_RECIP][1] > 0)
     printf("vmath max ulp, every float32 of [1,4), sampled float64 binades [%s]: rsqrt %.3f/%.3f "
-           "recip %.3f/%.3f rsqrt3 %.3f/%.3f (f32/f64)\n",
+           "recip %.3f/%.3f rsqrt3 %.3f/%.3f rsqrt3d %.3f/%.3f (f32/f64)\n",
            tg->name, bw[VM_RSQRT][0], bw[VM_RSQRT][1], bw[VM_RECIP][0], bw[VM_RECIP][1],
-           bw[VM_RSQRT3][0], bw[VM_RSQRT3][1]);
+           bw[VM_RSQRT3][0], bw[VM_RSQRT3][1], bw[VM_RSQRT3D][0], bw[VM_RSQRT3D][1]);
   LLVMOrcDisposeLLJIT(J.j);
 }
 
