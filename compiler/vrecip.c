@@ -46,49 +46,25 @@
  * float32 1/x about even (the divider is fast there); n-body: lower.c's lower_half_pow. */
 #include "vrecip.h"
 
+#include "vmir.h"
+
 #include <stdint.h>
 #include <string.h>
 
-typedef struct vr {
-  LLVMModuleRef mod;
-  LLVMContextRef C;
-  LLVMBuilderRef b;
-  LLVMTypeRef ty, ety, ity; /* the value's type, its element, the integer type of its shape */
-  unsigned lanes;           /* 0: scalar */
-  int dbl;
-} vr;
-
-static LLVMValueRef splat(const vr *v, LLVMValueRef s) {
-  if (!v->lanes) return s;
-  LLVMValueRef e[64];
-  for (unsigned i = 0; i < v->lanes; i++) e[i] = s;
-  return LLVMConstVector(e, v->lanes);
-}
-static LLVMValueRef K(const vr *v, double c) { return splat(v, LLVMConstReal(v->ety, c)); }
-static LLVMValueRef mul(const vr *v, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFMul(v->b, a, b, ""); }
-static LLVMValueRef fdiv(const vr *v, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFDiv(v->b, a, b, ""); }
-static LLVMValueRef sel(const vr *v, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b) {
-  return LLVMBuildSelect(v->b, c, a, b, "");
-}
-static LLVMValueRef fcmp(const vr *v, LLVMRealPredicate p, LLVMValueRef a, LLVMValueRef b) {
-  return LLVMBuildFCmp(v->b, p, a, b, "");
-}
-static LLVMValueRef call(const vr *v, const char *name, LLVMValueRef *args, unsigned n, int overloaded) {
+/* A call of a target intrinsic of fixed type (the estimates): vmir.h's are overloaded. */
+static LLVMValueRef call_fixed(const vm *v, const char *name, LLVMValueRef *args, unsigned n) {
   unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
-  LLVMTypeRef t = v->ty;
-  return LLVMBuildCall2(v->b, LLVMIntrinsicGetType(v->C, id, overloaded ? &t : NULL, overloaded ? 1 : 0),
-                        LLVMGetIntrinsicDeclaration(v->mod, id, overloaded ? &t : NULL, overloaded ? 1 : 0),
-                        args, n, "");
+  return LLVMBuildCall2(v->b, LLVMIntrinsicGetType(v->C, id, NULL, 0),
+                        LLVMGetIntrinsicDeclaration(v->mod, id, NULL, 0), args, n, "");
 }
-static LLVMValueRef sqrt_(const vr *v, LLVMValueRef a) { return call(v, "llvm.sqrt", &a, 1, 1); }
-static LLVMValueRef fabs_(const vr *v, LLVMValueRef a) { return call(v, "llvm.fabs", &a, 1, 1); }
+static LLVMValueRef sqrt_(const vm *v, LLVMValueRef a) { return intr1(v, "llvm.sqrt", a); }
 /* a*b + c with one rounding (the estimate paths run on targets with FMA only) */
-static LLVMValueRef fma_(const vr *v, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
+static LLVMValueRef fma_(const vm *v, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
   LLVMValueRef a3[3] = {a, b, c};
-  return call(v, "llvm.fma", a3, 3, 1);
+  return intrinsic(v, "llvm.fma", a3, 3);
 }
 
-static LLVMValueRef exact(const vr *v, vr_op op, LLVMValueRef x, LLVMValueRef y) {
+static LLVMValueRef exact(const vm *v, vr_op op, LLVMValueRef x, LLVMValueRef y) {
   LLVMValueRef one = K(v, 1.0), zero = K(v, 0.0);
   switch (op) {
   case VR_RSQRT: return sel(v, fcmp(v, LLVMRealOEQ, x, zero), zero, fdiv(v, one, sqrt_(v, x)));
@@ -105,7 +81,7 @@ static LLVMValueRef exact(const vr *v, vr_op op, LLVMValueRef x, LLVMValueRef y)
 }
 
 /* The estimate instruction for v's type (rsqrt or rcp), or NULL where est allows none. */
-static const char *estimate_name(const vr *v, int rsqrt, unsigned est) {
+static const char *estimate_name(const vm *v, int rsqrt, unsigned est) {
   if ((est & VR_EST14) && v->lanes * (v->dbl ? 64u : 32u) == 512)
     return rsqrt ? (v->dbl ? "llvm.x86.avx512.rsqrt14.pd.512" : "llvm.x86.avx512.rsqrt14.ps.512")
                  : (v->dbl ? "llvm.x86.avx512.rcp14.pd.512" : "llvm.x86.avx512.rcp14.ps.512");
@@ -114,29 +90,29 @@ static const char *estimate_name(const vr *v, int rsqrt, unsigned est) {
   return NULL;
 }
 
-static LLVMValueRef estimate(const vr *v, const char *name, LLVMValueRef x) {
+static LLVMValueRef estimate(const vm *v, const char *name, LLVMValueRef x) {
   if (strstr(name, "avx512")) { /* (a, passthrough, mask): every lane */
     LLVMValueRef a[3] = {x, LLVMConstNull(v->ty), LLVMConstAllOnes(LLVMIntTypeInContext(v->C, v->lanes))};
-    return call(v, name, a, 3, 0);
+    return call_fixed(v, name, a, 3);
   }
-  return call(v, name, &x, 1, 0);
+  return call_fixed(v, name, &x, 1);
 }
 
 /* y0 with its mantissa cut to `bits` significant bits (truncation: within 2^(1-bits)). */
-static LLVMValueRef cut(const vr *v, LLVMValueRef y0, int bits) {
+static LLVMValueRef cut(const vm *v, LLVMValueRef y0, int bits) {
   int drop = (v->dbl ? 52 : 23) - (bits - 1);
   LLVMValueRef m = splat(v, LLVMConstInt(LLVMGetElementType(v->ity), ~((1ULL << drop) - 1), 0));
   return LLVMBuildBitCast(v->b, LLVMBuildAnd(v->b, LLVMBuildBitCast(v->b, y0, v->ity, ""), m, ""), v->ty, "");
 }
 
 /* r * (c[0] + c[1] r + ... + c[n-1] r^(n-1)) */
-static LLVMValueRef series(const vr *v, LLVMValueRef r, const double *c, int n) {
+static LLVMValueRef series(const vm *v, LLVMValueRef r, const double *c, int n) {
   LLVMValueRef p = K(v, c[n - 1]);
   for (int k = n - 2; k >= 0; k--) p = fma_(v, p, r, K(v, c[k]));
   return mul(v, r, p);
 }
 
-static LLVMValueRef fast(const vr *v, vr_op op, const char *name, LLVMValueRef x, LLVMValueRef y) {
+static LLVMValueRef fast(const vm *v, vr_op op, const char *name, LLVMValueRef x, LLVMValueRef y) {
   LLVMValueRef one = K(v, 1.0);
   switch (op) {
   case VR_RSQRT3:
@@ -170,7 +146,7 @@ static LLVMValueRef fast(const vr *v, vr_op op, const char *name, LLVMValueRef x
 /* a in [lo, hi] (0 < lo <= hi), per lane, false for NaN and negative lanes: one unsigned
  * compare of bit patterns, which order as the positive floats do and put -0, negatives and
  * NaNs above hi; it runs beside the FMA pipes, where two FP compares would take their slots. */
-static LLVMValueRef within(const vr *v, LLVMValueRef a, double lo, double hi) {
+static LLVMValueRef within(const vm *v, LLVMValueRef a, double lo, double hi) {
   LLVMTypeRef it = LLVMGetElementType(v->ity);
   uint64_t bl, bh;
   if (v->dbl) memcpy(&bl, &lo, 8), memcpy(&bh, &hi, 8);
@@ -185,7 +161,7 @@ static LLVMValueRef within(const vr *v, LLVMValueRef a, double lo, double hi) {
 }
 
 /* Every lane of the estimate form's inputs in its range (see the file's comment). */
-static LLVMValueRef guard(const vr *v, vr_op op, LLVMValueRef x, LLVMValueRef y) {
+static LLVMValueRef guard(const vm *v, vr_op op, LLVMValueRef x, LLVMValueRef y) {
   int d = v->dbl;
   LLVMValueRef ok;
   switch (op) {
@@ -200,17 +176,9 @@ static LLVMValueRef guard(const vr *v, vr_op op, LLVMValueRef x, LLVMValueRef y)
   return LLVMBuildICmp(v->b, LLVMIntEQ, LLVMBuildBitCast(v->b, ok, mask, ""), LLVMConstAllOnes(mask), "");
 }
 
-LLVMValueRef vr_emit(LLVMModuleRef mod, LLVMBuilderRef b, vr_op op, LLVMValueRef x, LLVMValueRef y,
-                     unsigned est) {
-  vr v = {.mod = mod, .C = LLVMGetModuleContext(mod), .b = b, .ty = LLVMTypeOf(x)};
-  v.ety = v.ty;
-  if (LLVMGetTypeKind(v.ty) == LLVMVectorTypeKind) {
-    v.lanes = LLVMGetVectorSize(v.ty);
-    v.ety = LLVMGetElementType(v.ty);
-  }
-  v.dbl = LLVMGetTypeKind(v.ety) == LLVMDoubleTypeKind;
-  LLVMTypeRef it = LLVMIntTypeInContext(v.C, v.dbl ? 64 : 32);
-  v.ity = v.lanes ? LLVMVectorType(it, v.lanes) : it;
+LLVMValueRef vr_emit(const vm *vp, vr_op op, LLVMValueRef x, LLVMValueRef y, unsigned est) {
+  const vm v = *vp;
+  LLVMBuilderRef b = v.b;
   /* float32 x^(-3/2) keeps its exact form: on Zen 4 its sqrt and two divisions beat the
    * estimate and four-term series in n-body (1.7-1.8x against 1.5x the -ffast-math loop), the
    * divider running beside the FMA pipes (and the exact form is 2.04 ulp, RSQRT3D 2.29). */

@@ -5,7 +5,7 @@
 #ifndef KEOPS_VRECIP_H
 #define KEOPS_VRECIP_H
 
-#include <llvm-c/Core.h>
+#include "vmir.h"
 
 typedef enum vr_op {
   VR_RSQRT,  /* 1/sqrt(x), and 0 for x = +-0 (KeOps's Rsqrt) */
@@ -19,10 +19,9 @@ typedef enum vr_op {
 enum { VR_EST14 = 1, /* AVX-512 rsqrt14/rcp14, 512-bit vectors of float or double */
        VR_EST12 = 2  /* AVX rsqrtps/rcpps, <8 x float> */ };
 
-/* Emits op(x) (op(x, y) for VR_DIV) at b's position, inside the body of a vmath function
- * (the estimate paths add basic blocks to it and leave b at the end of the last one). x and y
- * have the same type: float, double or a vector of either. */
-LLVMValueRef vr_emit(LLVMModuleRef mod, LLVMBuilderRef b, vr_op op, LLVMValueRef x,
-                     LLVMValueRef y, unsigned est);
+/* Emits op(x) (op(x, y) for VR_DIV) at v->b's position, inside the body of a vmath function
+ * (the estimate paths add basic blocks to it and leave v->b at the end of the last one). x
+ * and y have v's type: float, double or a vector of either. */
+LLVMValueRef vr_emit(const vm *v, vr_op op, LLVMValueRef x, LLVMValueRef y, unsigned est);
 
 #endif
