@@ -436,9 +436,10 @@ static const struct {
 
 /* ex2.approx.ftz.f32 of t (its model on a host), or NULL where the target has none. The
  * intrinsic's name moved between LLVM versions (llvm_compat.h): the first that exists. */
+static int has_ex2(const vm *v) { return !v->dbl && !v->lanes && has_math(v, VM_MATH_EX2_APPROX); }
 static LLVMValueRef ex2_approx(const vm *v, LLVMValueRef t) {
   static const char *const names[] = KEOPS_NVPTX_EX2_NAMES;
-  if (v->dbl || v->lanes || !has_math(v, VM_MATH_EX2_APPROX)) return NULL;
+  if (!has_ex2(v)) return NULL;
   if (has_math(v, VM_MATH_EX2_MODEL)) { /* libm's exp2f, its result flushed as .ftz does */
     LLVMValueRef p = intr1(v, "llvm.exp2", t);
     return sel(v, fcmp(v, LLVMRealOLT, fabs_(v, p), K(v, 0x1p-126)), K(v, 0.0), p);
@@ -454,30 +455,66 @@ static LLVMValueRef ex2_approx(const vm *v, LLVMValueRef t) {
   return NULL;
 }
 
-/* VM_MATH_EX2_APPROX, the GPU's float32 exp: exp(x) = 2^(x*lh + x*ll) with lh + ll = log2(e)
- * (ll NULL: lh alone). With VM_MATH_FAST, ex2.approx(t), t = x*lh rounded: CUDA's __expf,
- * 2 + 1.17 |x| ulp (the rounding of t costs |t| 2^-24 of the exponent). Otherwise the
- * rounding is undone: r = x*lh - t exactly (an FMA), plus x*ll, and
- * exp(x) = ex2.approx(t) * (1 + r ln2): ex2.approx's 2 ulp plus a few roundings. Ranges
- * need no clamps: t = +-inf or NaN (x infinite, x*lh overflowing) makes r infinite or NaN,
- * which min(|s|, 2) maps to 2 (min of a NaN is the other operand, in PTX as in llvm.minnum):
- * harmless against ex2's 0 or inf, and |s| < 1.01 otherwise (|r| <= 2^-16). That is one
- * FMNMX (|s| is an operand modifier) where clamping x took two. */
-static LLVMValueRef exp_ex2(const vm *v, LLVMValueRef x, LLVMValueRef lh, LLVMValueRef ll) {
+/* a*b rounded toward zero (NVPTX's mul.rz.ftz.f32): a finite product that overflows stays
+ * finite (+-FLT_MAX) instead of becoming inf. The emulator's model: the product in double
+ * (exact: 24 + 24 bits), rounded to nearest into float, then one step toward zero where that
+ * rounded away; it leaves denormal products unflushed, which moves exp_gpu_f32's t by less
+ * than 2^-126 (ex2 of it is 1 either way). */
+static LLVMValueRef mul_rz(const vm *v, LLVMValueRef a, LLVMValueRef b) {
+  if (has_math(v, VM_MATH_EX2_MODEL)) {
+    vm d = vm_other(v, 1);
+    LLVMValueRef pd = mul(&d, LLVMBuildFPExt(v->b, a, d.ty, ""), LLVMBuildFPExt(v->b, b, d.ty, ""));
+    LLVMValueRef p = LLVMBuildFPTrunc(v->b, pd, v->ty, "");
+    LLVMValueRef away = fcmp(&d, LLVMRealOGT, fabs_(&d, LLVMBuildFPExt(v->b, p, d.ty, "")), fabs_(&d, pd));
+    return sel(v, away, as_flt(v, isub(v, as_int(v, p), KI(v, 1))), p);
+  }
+  static const char name[] = "llvm.nvvm.mul.rz.ftz.f";
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  LLVMValueRef a2[2] = {a, b};
+  return LLVMBuildCall2(v->b, LLVMIntrinsicGetType(v->C, id, NULL, 0),
+                        LLVMGetIntrinsicDeclaration(v->mod, id, NULL, 0), a2, 2, "");
+}
+
+/* VM_MATH_EX2_APPROX, the GPU's float32 exp(c*x), c = lh / log2(e) (vm_exp_mul): with
+ * VM_MATH_FAST, ex2.approx(t), t = x*lh rounded: CUDA's __expf, 2 + 1.17 |x| ulp (the
+ * rounding of t costs |t| 2^-24 of the exponent). Otherwise the rounding is undone:
+ * r = x*lh - t exactly (an FMA) and exp = ex2.approx(t) * (1 + r ln2): ex2.approx's 2 ulp
+ * plus a few roundings. Ranges need no clamps: t = +-inf or NaN (x infinite, x*lh
+ * overflowing) makes r infinite or NaN, which min(|s|, 2) maps to 2 (min of a NaN is the
+ * other operand, in PTX as in llvm.minnum): harmless against ex2's 0 or inf, and |s| < 1.01
+ * otherwise (|r| <= 2^-16). That is one FMNMX (|s| is an operand modifier) where clamping x
+ * took two. */
+static LLVMValueRef exp_ex2(const vm *v, LLVMValueRef x, LLVMValueRef lh) {
   LLVMValueRef t = mul(v, x, lh), p = ex2_approx(v, t);
   if (!p || has_math(v, VM_MATH_FAST)) return p;
   /* llvm.fma, not fmuladd: the residual is exact only fused (an emulator host without FMA
    * calls fmaf) */
   LLVMValueRef a3[3] = {x, lh, neg(v, t)};
   LLVMValueRef r = intrinsic(v, "llvm.fma", a3, 3);
-  if (ll) r = fmadd(v, x, ll, r);
   LLVMValueRef s = fabs_(v, fmadd(v, r, K(v, 0.6931471805599453), K(v, 1.0)));
   LLVMValueRef two = K(v, 2.0), a[2] = {s, two};
   return mul(v, p, intrinsic(v, "llvm.minnum", a, 2));
 }
 
+/* The GPU's float32 exp(x), the same way but in natural units (Cody-Waite): t = x log2(e)
+ * rounded toward zero, r = x - t ln2 with ln2 in two pieces (FMAs: the first cancels
+ * exactly), exp(x) = ex2.approx(t) * e^r = p + p r (|r| <= 2^-16, so r^2/2 < 2^-33): six
+ * instructions where exp_ex2's form takes seven, and one rounding fewer. Ranges: t is finite
+ * for finite x (rounded toward zero), so r is finite there, and NaN only for x = +-inf
+ * (inf - inf); min(r, 2^-10) maps that NaN to 2^-10, harmless against p = inf or 0, and a
+ * huge finite r comes only with p = inf (r > 0, min keeps it finite) or p = 0 (p r = 0). */
 static LLVMValueRef exp_gpu_f32(const vm *v, LLVMValueRef x) {
-  return exp_ex2(v, x, K(v, 1.4426950408889634), K(v, 1.4426950408889634 - (double)1.4426950408889634f));
+  if (!has_ex2(v)) return NULL;
+  if (has_math(v, VM_MATH_FAST)) return exp_ex2(v, x, K(v, 1.4426950408889634));
+  LLVMValueRef t = mul_rz(v, x, K(v, 1.4426950408889634)), p = ex2_approx(v, t);
+  if (!p) return NULL;
+  LLVMValueRef a3[3] = {neg(v, t), K(v, 0.6931471805599453), x};
+  LLVMValueRef r = intrinsic(v, "llvm.fma", a3, 3);
+  LLVMValueRef b3[3] = {neg(v, t), K(v, 0.6931471805599453 - (double)0.6931471805599453f), r};
+  r = intrinsic(v, "llvm.fma", b3, 3);
+  LLVMValueRef m[2] = {r, K(v, 0x1p-10)};
+  LLVMValueRef c3[3] = {p, intrinsic(v, "llvm.minnum", m, 2), p};
+  return intrinsic(v, "llvm.fma", c3, 3);
 }
 
 LLVMValueRef vm_exp_mul(LLVMModuleRef mod, LLVMBuilderRef b, LLVMValueRef c, LLVMValueRef x) {
@@ -495,7 +532,7 @@ LLVMValueRef vm_exp_mul(LLVMModuleRef mod, LLVMBuilderRef b, LLVMValueRef c, LLV
   LLVMValueRef cd = mul(&vd, LLVMBuildFPExt(b, c, vd.ty, ""), K(&vd, 1.4426950408889634));
   LLVMValueRef ok = fcmp(&vd, LLVMRealOLE, fabs_(&vd, cd), K(&vd, 0x1.fffffep127));
   LLVMValueRef lh = sel(&v, ok, LLVMBuildFPTrunc(b, cd, v.ty, ""), K(&v, __builtin_nan("")));
-  return exp_ex2(&v, x, lh, NULL);
+  return exp_ex2(&v, x, lh);
 }
 
 static LLVMValueRef exp_fn(const vm *v, LLVMValueRef x) {

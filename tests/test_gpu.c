@@ -347,7 +347,7 @@ START_TEST(nan_inf) {
 }
 END_TEST
 
-/* Float32 Exp on the GPU (vmath.c's exp_ex2), one value per row (N = 1, y = 0: the exponent
+/* Float32 Exp on the GPU (vmath.c's exp_gpu_f32 and exp_ex2), one value per row (N = 1, y = 0: the exponent
  * is a pair's, computed in the j loop), against exp in double of the exact exponent, for
  * Exp(x-y) and Exp(c*(x-y)) (c a parameter, folded into exp's scaling: vm_exp_mul), by
  * default and with fast_math. Relative bounds, in units of 2^-23 (a
