@@ -540,7 +540,7 @@ static LLVMValueRef exp_fn(const vm *v, LLVMValueRef x) {
   return fast ? fast : exp_core(v, x, NULL);
 }
 
-/* rsqrt, recip, div, rsqrt3: vrecip.c, with the estimates the module's target allows */
+/* rsqrt, recip, div, rsqrt3, rsqrt3d: vrecip.c, with the estimates the module's target allows */
 static LLVMValueRef recip_fn(const vm *v, vr_op op, LLVMValueRef x, LLVMValueRef y) {
   unsigned est = (has_math(v, VM_MATH_RCP14) ? VR_EST14 : 0) | (has_math(v, VM_MATH_RCP12) ? VR_EST12 : 0);
   return vr_emit(v, op, x, y, est);

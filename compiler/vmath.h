@@ -36,7 +36,8 @@ const uint64_t *vm_two_over_pi(unsigned *nwords);
  *   VM_MATH_EX2_APPROX  PTX's ex2.approx.f32 computes float32 exp's 2^t (about 2-3 ulp);
  *   VM_MATH_EX2_MODEL   with EX2_APPROX, on a host (the GPU emulator): ex2.approx.ftz as
  *                       libm's exp2f with its result flushed to zero below 2^-126 (exp2f is
- *                       within 1 ulp, the hardware 2: tests must allow the hardware's bound). */
+ *                       within 1 ulp, the hardware 2: tests must allow the hardware's bound),
+ *                       and mul.rz.ftz (exp's argument) rounded toward zero in double. */
 /*   VM_MATH_FAST        with EX2_APPROX: exp is ex2.approx(x log2(e)) alone (CUDA's __expf,
  *                       2 + 1.17 |x| ulp), for keops_kernel_desc.fast_math.
  *   VM_MATH_RCP14       AVX-512's vrsqrt14/vrcp14 estimates for rsqrt, recip, div, rsqrt3

@@ -1,7 +1,8 @@
 /* Reciprocal, reciprocal square root, division and x^(-3/2) (vrecip.h), for vmath's rows
  * RSQRT, RECIP, DIV, RSQRT3, RSQRT3D.
  *
- * Exact form (scalars, the generic target, NVPTX, vectors without estimates): IEEE division
+ * Exact form (scalars, the generic target, NVPTX, vectors without estimates but RSQRT3D's):
+ * IEEE division
  * and square root, Rsqrt(+-0) = 0, and x^(-3/2) as (1/a)/sqrt(a) with a = x + 0 (-0 -> +0)
  * and -inf read as +inf, pow's special cases (lower.c's lower_half_pow documents them).
  *
@@ -12,7 +13,8 @@
  * overflows; otherwise (a zero, inf, NaN, negative or denormal lane, or one near the ends of
  * the range) the whole vector takes the exact form, behind a branch marked unlikely, so the
  * special values behave exactly as the exact form by construction and the common path pays
- * two compares and a mask test (kortest + jcc) instead of a select per special case. The
+ * a subtraction, an unsigned compare and a mask test (kortest + jcc) per range instead of a
+ * select per special case. The
  * range also keeps legacy rsqrtps/rcpps away from the denormals they flush.
  *
  * The estimate is not refined by Newton steps but corrected by a short series, with one
@@ -34,9 +36,12 @@
  *
  * Divider form (RSQRT3D, vectors): r = 1/(x + 0), x^(-3/2) = r sqrt(r), one division, one
  * square root, one product; special values come out as pow's without a guard (-0 -> +inf,
- * -inf -> -0 -> +0, overflows and underflows of r are those of the result). Error: r's
- * relative error raised to 3/2, sqrt's, then the last rounding: below 2.5 u + 0.5 ulp, so
- * under 3 ulp; 2.29 measured on every float32 of [1, 4), 2.20 on the float64 binades.
+ * -inf -> -0 -> +0, overflows and underflows of r are those of the result; vectors run on
+ * the CPU only, whose denormals are kept: flushed, 1/x of x <= -2^126 would give -0 and +0
+ * instead of NaN). Error: r's half-ulp relative error raised to 3/2, sqrt's, then the last
+ * rounding: m_y (0.75/m_r + 0.5/m_s) + 0.5 ulp with m the significands in [1, 2) of y, r and
+ * s = sqrt(r), at most about 2.33 ulp; 2.29 measured on every float32 of [1, 4), 2.20 on the
+ * float64 binades; vmath.def's bound is 2.5.
  * lower.c alternates it with RSQRT3 across unrolled vectors, so that the divider and the FMA
  * pipes work at once.
  *
@@ -145,7 +150,8 @@ static LLVMValueRef fast(const vm *v, vr_op op, const char *name, LLVMValueRef x
 
 /* a in [lo, hi] (0 < lo <= hi), per lane, false for NaN and negative lanes: one unsigned
  * compare of bit patterns, which order as the positive floats do and put -0, negatives and
- * NaNs above hi; it runs beside the FMA pipes, where two FP compares would take their slots. */
+ * NaNs above hi. On AVX-512 it runs beside the FMA pipes, where two FP compares took their
+ * slots (Zen 4); AVX2, without unsigned vector compares, pays about what the two took. */
 static LLVMValueRef within(const vm *v, LLVMValueRef a, double lo, double hi) {
   LLVMTypeRef it = LLVMGetElementType(v->ity);
   uint64_t bl, bh;

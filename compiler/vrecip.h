@@ -1,7 +1,8 @@
-/* Reciprocals, reciprocal square roots and division for vmath's rows RSQRT, RECIP, DIV and
- * RSQRT3 (vmath.def): exact IEEE operations everywhere, except on vectors where the target
- * has estimate instructions (vmath.h's VM_MATH_RCP14 / VM_MATH_RCP12), where they are an
- * estimate and a polynomial correction, within 2 ulp (measured bounds in vrecip.c). */
+/* Reciprocals, reciprocal square roots and division for vmath's rows RSQRT, RECIP, DIV,
+ * RSQRT3 and RSQRT3D (vmath.def): exact IEEE operations everywhere, except on vectors where
+ * the target has estimate instructions (vmath.h's VM_MATH_RCP14 / VM_MATH_RCP12), where they
+ * are an estimate and a polynomial correction, within 2 ulp, and RSQRT3D's vectors, which
+ * take r sqrt(r), r = 1/x (measured bounds in vrecip.c). */
 #ifndef KEOPS_VRECIP_H
 #define KEOPS_VRECIP_H
 
@@ -12,7 +13,7 @@ typedef enum vr_op {
   VR_RECIP,  /* 1/x */
   VR_DIV,    /* x/y */
   VR_RSQRT3, /* x^(-3/2) with pow's special cases: +inf at +-0, +0 at -inf, NaN below 0 */
-  VR_RSQRT3D, /* the same, its vector form on the divider: 1/(x sqrt(x)) (see vrecip.c) */
+  VR_RSQRT3D, /* the same, its vector form on the divider: r sqrt(r), r = 1/x (vrecip.c) */
 } vr_op;
 
 /* Estimate instructions a caller allows (vmath.c passes the module's VM_MATH_* shortcuts). */

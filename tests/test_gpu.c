@@ -362,7 +362,8 @@ START_TEST(float32_exp_bounds) {
   double xs[NX];
   int n = 0;
   for (; n < 48; n++) xs[n] = -87 + n * (175.0 / 47) * 0.999; /* -87 .. 87.8 */
-  /* +-FLT_MAX: x log2(e) overflows from a finite x (t infinite, its residual too) */
+  /* +-FLT_MAX: x log2(e) overflows from a finite x (with fast_math and for Exp(c*x), t is
+   * infinite and its residual too; Exp(x) rounds t toward zero, to +-FLT_MAX) */
   const double special[] = {0, 1e-30, -1e-30, 0.5, -0.5, 100, -100, 1e30, -1e30, FLT_MAX, -FLT_MAX,
                             INFINITY, -INFINITY, NAN};
   for (size_t q = 0; q < sizeof special / sizeof *special; q++) xs[n++] = special[q];

@@ -32,7 +32,7 @@ static struct {
 static inline void load_fake(void) {
   void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
   if (!lib) {
-    fprintf(stderr, "test_fakecuda: the fake driver is not on LD_LIBRARY_PATH: %s\n", dlerror());
+    fprintf(stderr, "fake-driver suite: the fake driver is not on LD_LIBRARY_PATH: %s\n", dlerror());
     exit(1);
   }
   void *syms[12];
@@ -43,7 +43,7 @@ static inline void load_fake(void) {
       "fakecuda_hold",        "fakecuda_held",        "fakecuda_release"};
   for (int i = 0; i < 12; i++)
     if (!(syms[i] = dlsym(lib, names[i]))) {
-      fprintf(stderr, "test_fakecuda: libcuda.so.1 is not the fake (no %s)\n", names[i]);
+      fprintf(stderr, "fake-driver suite: libcuda.so.1 is not the fake (no %s)\n", names[i]);
       exit(1);
     }
   _Static_assert(sizeof fake == sizeof syms, "one pointer per control function");
