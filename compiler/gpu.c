@@ -241,10 +241,8 @@ static void build_ranges(gk *G, const char *fname, kerr *e) {
   kb *K = &G->K;
   const fe_program *p = K->p;
   /* lowering keeps each node's values, which belong to the dense kernel's function: start
-   * afresh (lw_init sets every table lw_free freed) */
-  lw keep = K->L;
+   * afresh */
   lw_free(&K->L);
-  K->L = keep;
   if (lw_init(&K->L, p->d, p->f, e)) return;
   LLVMTypeRef g = LLVMPointerTypeInContext(K->L.C, G->grid->global_as);
   int np = PR_ARGS + p->args.n + p->nout, ns = np + (G->grid->thread_state != 0);

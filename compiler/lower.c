@@ -563,5 +563,7 @@ void lw_free(lw *L) {
   }
   free(L->level);
   free(L->needvec);
-  memset(L, 0, sizeof *L);
+  L->level = L->needvec = NULL;
+  L->ps = L->pv = L->js = L->jv = NULL;
+  for (int u = 0; u < LW_MAX_U; u++) L->iv[u] = L->ijv[u] = NULL;
 }

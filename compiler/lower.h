@@ -43,6 +43,8 @@ typedef struct lw {
 
 /* Prepares L for the formula below root. Returns 0, or -1 with err set (out of memory). */
 int lw_init(lw *L, const dag *d, uint32_t root, kerr *err);
+/* Frees the per-node tables lw_init made (a second function of the module starts afresh with
+ * lw_init); the module, builder, types and callbacks stay. */
 void lw_free(lw *L);
 
 /* Emits the nodes of `level` (for vectors: of row block u) at the builder's position; for
